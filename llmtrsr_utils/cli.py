@@ -1,0 +1,123 @@
+"""The `llmtrsr` command: one subcommand per pipeline stage, all driven by a params file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from llmtrsr_utils.config import Config, ConfigError, load_config
+
+DEFAULT_PARAMS = "params/default.yaml"
+
+
+def _add_params(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default=DEFAULT_PARAMS,
+                        help=f"params YAML file (default: {DEFAULT_PARAMS})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override one parameter, e.g. --set data.n_test_users=8 "
+                             "(repeatable; the value is read as YAML)")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.params, args.overrides)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.datasets.splits import prepare_dataset, read_manifest
+
+    cfg = _config(args)
+    out_dir = prepare_dataset(cfg, force=args.force)
+    manifest = read_manifest(out_dir)
+    print(f"wrote {out_dir}")
+    for name, info in manifest["files"].items():
+        print(f"  {name:<15} {info['rows']:>7} rows  sha256 {info['sha256']}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.models import list_models
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = f"{'name':<20} {'kind':<10} {'params':>6}  {'offline':<8} {'licence':<22} source"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        offline = "yes" if row["offline"] else "no"
+        print(f"{row['name']:<20} {row['kind']:<10} {row['parameters']:>6}  {offline:<8} "
+              f"{row['licence']:<22} {row['source']}")
+    print("\nAlso accepted: any local folder or GGUF file, or a Hugging Face hub id (org/name).")
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.notebooks import run_series
+
+    executed = run_series(args.params, args.overrides, only=args.only,
+                          output_dir=args.output_dir)
+    for path in executed:
+        print(f"executed {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmtrsr", description="LLM-TRSR research kit: data, summaries, LoRA recommender, "
+                                    "evaluation and figures from one params file.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser(
+        "data", help="load, filter and split a dataset; draw negatives",
+        description="Write <work_dir>/data/{items,train,valid,test}.parquet and manifest.json. "
+                    "Reuses an existing result made with the same params unless --force.")
+    _add_params(data)
+    data.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    data.set_defaults(func=cmd_data)
+
+    models = commands.add_parser(
+        "models", help="list the named models and whether they load offline",
+        description="List registry models: kind, size, licence, source, offline availability.")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    models.set_defaults(func=cmd_models)
+
+    notebooks = commands.add_parser(
+        "notebooks", help="run the notebook series with papermill",
+        description="Execute notebooks/NN_*.ipynb in order with the params injected; executed "
+                    "copies go to <work_dir>/notebooks.")
+    _add_params(notebooks)
+    notebooks.add_argument("--only", action="append", default=[], metavar="PREFIX",
+                           help="run only notebooks whose name starts with PREFIX (repeatable)")
+    notebooks.add_argument("--output-dir", default=None, help="where executed notebooks go")
+    notebooks.set_defaults(func=cmd_notebooks)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("llmtrsr").setLevel(logging.INFO)
+    from llmtrsr_utils.datasets.base import DataFormatError
+    from llmtrsr_utils.datasets.download import DownloadError
+    from llmtrsr_utils.datasets.splits import DataNotFoundError
+    from llmtrsr_utils.models import ModelLoadError
+
+    # Errors about the user's input or environment: one clear line, no traceback.
+    expected = (ConfigError, DataFormatError, DataNotFoundError, ModelLoadError, DownloadError,
+                PermissionError)
+    try:
+        return args.func(args)
+    except expected as err:
+        print(f"llmtrsr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""One config object for the whole pipeline, plus the kit's paths.
+
+Parameters live in YAML files under ``params/`` and load into nested dataclasses. Loading is
+strict because a typo in a research config silently changes an experiment: an unknown key or a
+value of the wrong type is an error that names the file and the dotted key. ``--set key=value``
+overrides (CLI, papermill) go through the same validation.
+
+Validation is written here rather than with pydantic because the design card asks for plain
+dataclasses and the rules are few (type, choices, lower bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_DATA_DIR = "LLMTRSR_DATA_DIR"
+ENV_CACHE_DIR = "LLMTRSR_CACHE_DIR"
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not fit the schema."""
+
+
+def _choices(*values: str) -> dict[str, Any]:
+    return {"choices": values}
+
+
+def _at_least(bound: float) -> dict[str, Any]:
+    return {"min": bound}
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, how users are filtered and split, how negatives are drawn."""
+
+    name: str = field(default="movielens",
+                      metadata=_choices("movielens", "mind", "amazon-m2", "generic"))
+    # Folder with the raw files; None: $LLMTRSR_DATA_DIR/<dataset folder>, else download.
+    dir: str | None = None
+    # MIND: "small" or "large"; MovieLens: "latest-small". Ignored by the other loaders.
+    variant: str | None = None
+    download: bool = True
+    # MIND's licence must be accepted explicitly before the kit downloads it.
+    accept_licence: bool = False
+    n_train_users: int = field(default=64, metadata=_at_least(1))
+    n_valid_users: int = field(default=16, metadata=_at_least(1))
+    n_test_users: int = field(default=32, metadata=_at_least(1))
+    min_history: int = field(default=10, metadata=_at_least(1))
+    max_history: int = field(default=25, metadata=_at_least(1))
+    # filter: drop users outside [min_history, max_history] (paper);
+    # truncate: keep the most recent max_history items of users with at least min_history.
+    history_policy: str = field(default="filter", metadata=_choices("filter", "truncate"))
+    min_rating: float = 0.0  # MovieLens: ratings below this are not interactions
+    n_tags: int = field(default=3, metadata=_at_least(0))  # MovieLens: most common tags kept
+    locale: str | None = "UK"  # Amazon-M2 locale filter (the authors used UK); None keeps all
+    train_negatives: int = field(default=1, metadata=_at_least(1))
+    eval_negatives: int = field(default=20, metadata=_at_least(1))
+    # catalogue: uniform over all items (paper); impressions: MIND's non-clicked items.
+    negative_source: str = field(default="catalogue", metadata=_choices("catalogue", "impressions"))
+    # Item attributes rendered into text, in order; None: the dataset's default list.
+    attributes: list[str] | None = None
+    include_item_id: bool = False
+    missing_item_policy: str = field(default="drop_item",
+                                     metadata=_choices("drop_item", "drop_user"))
+
+
+@dataclass
+class SummarizerConfig:
+    """The frozen LLM that writes preference summaries (paper section 4.1, 4.2)."""
+
+    model: str = "smollm2-135m"
+    revision: str | None = None
+    dtype: str = field(default="auto", metadata=_choices("auto", "float32", "bfloat16", "float16"))
+    load_in_8bit: bool = False
+    trust_remote_code: bool = False
+    block_size: int = field(default=5, metadata=_at_least(1))
+    max_length: int = field(default=2048, metadata=_at_least(64))
+    max_new_tokens: int = field(default=150, metadata=_at_least(1))
+    batch_size: int = field(default=16, metadata=_at_least(1))
+
+
+@dataclass
+class RecommenderConfig:
+    """The causal LM fine-tuned with LoRA to answer yes/no (paper section 4.3)."""
+
+    model: str = "smollm2-135m"
+    revision: str | None = None
+    dtype: str = field(default="auto", metadata=_choices("auto", "float32", "bfloat16", "float16"))
+    load_in_8bit: bool = False
+    trust_remote_code: bool = False
+    max_length: int = field(default=2048, metadata=_at_least(64))
+    item_num: int = field(default=3, metadata=_at_least(0))
+
+
+@dataclass
+class Config:
+    """Everything one run of the kit needs; recorded beside everything the run writes."""
+
+    work_dir: str = "work"
+    # Where notebooks and `llmtrsr figures` write figures; relative to the project root.
+    figures_dir: str = "figures"
+    # Converted models and generation caches; None: $LLMTRSR_CACHE_DIR or ~/.cache/llmtrsr.
+    cache_dir: str | None = None
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
+    recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+
+    # -- derived paths -------------------------------------------------------------------
+    @property
+    def work_path(self) -> Path:
+        return Path(self.work_dir)
+
+    @property
+    def data_output_dir(self) -> Path:
+        """Where the data stage writes items/train/valid/test parquet and the manifest."""
+        return self.work_path / "data"
+
+    @property
+    def figures_path(self) -> Path:
+        path = Path(self.figures_dir)
+        return path if path.is_absolute() else project_root() / path
+
+    @property
+    def cache_path(self) -> Path:
+        return resolve_cache_dir(self.cache_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, *sections: str) -> str:
+        """sha256 of the canonical JSON of the whole config or of the named sections."""
+        payload = self.to_dict()
+        if sections:
+            payload = {name: payload[name] for name in sections}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# -- paths --------------------------------------------------------------------------------
+
+def project_root(start: Path | None = None) -> Path:
+    """The kit's checkout (the folder holding pyproject.toml and params/), else the cwd."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "params").is_dir():
+            return folder
+    return here
+
+
+def use_project_root() -> Path:
+    """chdir to the kit's checkout, so params paths work from notebooks/ in JupyterLab too."""
+    root = project_root()
+    os.chdir(root)
+    return root
+
+
+def resolve_cache_dir(cache_dir: str | None = None) -> Path:
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
+    return Path.home() / ".cache" / "llmtrsr"
+
+
+# -- loading and validation ---------------------------------------------------------------
+
+def load_config(path: str | os.PathLike | None = None,
+                overrides: Iterable[str] = ()) -> Config:
+    """Read a params YAML (defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: params file not found") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: expected a mapping of keys at the top level, "
+                              f"got {type(loaded).__name__}")
+        raw = loaded
+    for override in overrides:
+        apply_override(raw, override)
+    cfg = _build(Config, raw, prefix="", source=source)
+    _check_cross_field(cfg, source)
+    return cfg
+
+
+def config_from_dict(raw: Mapping[str, Any], source: str = "dict") -> Config:
+    """Validate a plain mapping (e.g. read back from a manifest) into a Config."""
+    cfg = _build(Config, dict(raw), prefix="", source=source)
+    _check_cross_field(cfg, source)
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one ``dotted.key=value`` override; the value is read as YAML (5, true, null, [a])."""
+    if "=" not in override:
+        raise ConfigError(f"--set {override!r}: expected key=value, e.g. data.n_test_users=8")
+    key, _, value_text = override.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {override!r}: empty key")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: value {value_text!r} is not valid YAML: {err}") from None
+    # Check the path exists in the schema now, so the error says it came from --set.
+    _schema_type_at(key, source=f"--set {key}")
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _schema_type_at(dotted: str, source: str) -> Any:
+    cls: Any = Config
+    walked = []
+    for part in dotted.split("."):
+        if not (dataclasses.is_dataclass(cls)):
+            raise ConfigError(f"{source}: '{'.'.join(walked)}' has no sub-keys")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in names:
+            where = ".".join(walked) or "the top level"
+            raise ConfigError(f"{source}: unknown key '{'.'.join([*walked, part])}'"
+                              f"{_did_you_mean(part, names)}; known keys at {where}: "
+                              f"{', '.join(sorted(names))}")
+        walked.append(part)
+        cls = typing.get_type_hints(cls)[part]
+    return cls
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key '{prefix.rstrip('.')}' expects a mapping, "
+                          f"got {type(raw).__name__} {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        key = unknown[0]
+        where = prefix.rstrip(".") or "the top level"
+        hint = _did_you_mean(str(key), fields)
+        raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}; "
+                          f"known keys at {where}: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}{name}"
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value if value is not None else {}, f"{key}.", source)
+            continue
+        kwargs[name] = _coerce(value, kind, key, source)
+        _check_metadata(fields[name].metadata, kwargs[name], key, source)
+    return cls(**kwargs)
+
+
+def _type_name(kind: Any) -> str:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(kind))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(kind)[0])}"
+    return "null" if kind is type(None) else getattr(kind, "__name__", str(kind))
+
+
+def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(kind)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                continue
+        raise _type_error(value, kind, key, source)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _type_error(value, kind, key, source)
+        (item_kind,) = typing.get_args(kind)
+        return [_coerce(v, item_kind, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(value, kind, key, source)
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _type_error(value, kind, key, source)
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _type_error(value, kind, key, source)
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise _type_error(value, kind, key, source)
+    raise ConfigError(f"{source}: key '{key}' has an unsupported schema type {kind!r}")
+
+
+def _type_error(value: Any, kind: Any, key: str, source: str) -> ConfigError:
+    return ConfigError(f"{source}: key '{key}' expects {_type_name(kind)}, "
+                       f"got {type(value).__name__} {value!r}")
+
+
+def _check_metadata(meta: Mapping[str, Any], value: Any, key: str, source: str) -> None:
+    if value is None:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{source}: key '{key}' must be one of {', '.join(meta['choices'])}; "
+                          f"got {value!r}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{source}: key '{key}' must be at least {meta['min']}; got {value!r}")
+
+
+def _check_cross_field(cfg: Config, source: str) -> None:
+    if cfg.data.min_history > cfg.data.max_history:
+        raise ConfigError(f"{source}: key 'data.min_history' ({cfg.data.min_history}) must not "
+                          f"exceed 'data.max_history' ({cfg.data.max_history})")

@@ -1,0 +1,130 @@
+"""Any dataset brought as two CSV files: an item catalogue and timestamped interactions.
+
+- ``items.csv``: header ``item_id,<attribute>,<attribute>,...``; every column after the id is an
+  attribute rendered into item text, in file order;
+- ``interactions.csv``: header ``user_id,item_id,timestamp``; the timestamp is any number that
+  orders a user's interactions (e.g. Unix seconds).
+
+A user's interactions sorted by time make the sequence: the last is the target, the rest the
+history. Equal timestamps keep the file's order, so sequences do not depend on sort internals.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+
+from llmtrsr_utils.config import DataConfig
+from llmtrsr_utils.datasets.base import (
+    HISTORY,
+    ITEM_ID,
+    TARGET,
+    USER_ID,
+    DataFormatError,
+    RawDataset,
+    check_unique_items,
+    numeric_column,
+    read_records,
+    sha256_file,
+)
+
+DOMAIN = "generic"
+# The attributes are the columns of items.csv after item_id: see attributes_from_header().
+DEFAULT_ATTRIBUTES: list[str] = []
+FOLDER_NAMES = ("generic",)
+REQUIRED_FILES = ("items.csv", "interactions.csv")
+INTERACTION_COLUMNS = [USER_ID, ITEM_ID, "timestamp"]
+_LINE = "_line"
+
+
+def download(cfg: DataConfig, dest_root: Path) -> Path:
+    """A generic dataset is the user's own: explain the two files it needs."""
+    raise FileNotFoundError(
+        "The generic loader reads your own data; there is nothing to download. Put two UTF-8 "
+        "CSV files in one folder and point data.dir at it (or name the folder 'generic' under "
+        "$LLMTRSR_DATA_DIR): items.csv with header 'item_id,<attribute>,...' (every column after "
+        "item_id becomes item text, e.g. item_id,title,category), and interactions.csv with "
+        "header 'user_id,item_id,timestamp' (timestamp: a number ordering each user's "
+        f"interactions). Looked for under {Path(dest_root)}.")
+
+
+def attributes_from_header(raw_dir: Path) -> list[str]:
+    """The attribute columns of ``items.csv``: its header after ``item_id``, in file order."""
+    path = Path(raw_dir) / REQUIRED_FILES[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found (expected a header item_id,<attribute>,"
+                                "...)")
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    expected = "a header row 'item_id,<attribute>,...' naming at least one attribute"
+    if not first.strip():
+        raise DataFormatError(path, 1, expected, "an empty file" if not first else "an empty line")
+    try:
+        text = first.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, 1, "UTF-8 text",
+                              f"byte 0x{first[err.start:err.start + 1].hex()} at column "
+                              f"{err.start + 1}") from None
+    header = [name.strip().lstrip("\ufeff") for name in next(csv.reader([text]))]
+    if header[0] != ITEM_ID or len(header) < 2:
+        raise DataFormatError(path, 1, expected, ",".join(header))
+    attributes = header[1:]
+    for name in attributes:
+        if not name or name == ITEM_ID or attributes.count(name) > 1:
+            raise DataFormatError(path, 1, f"{expected}, each named once and non-empty",
+                                  ",".join(header))
+    return attributes
+
+
+def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
+    """Parse items.csv (attributes from its header) and interactions.csv into sequences."""
+    raw_dir = Path(raw_dir)
+    items_path, interactions_path = (raw_dir / name for name in REQUIRED_FILES)
+    attributes = attributes_from_header(raw_dir)
+
+    items_raw = read_records(items_path, [ITEM_ID, *attributes], line_column=_LINE)
+    _require_non_empty(items_raw, ITEM_ID, items_path)
+    items = items_raw[[ITEM_ID, *attributes]].copy()
+    # check_unique_items reports index + 2 as the line; quoted text may span lines, so index
+    # the rows by their first physical line for the report to name the right one.
+    items.index = items_raw[_LINE].to_numpy() - 2
+    items = check_unique_items(items, items_path, attributes).reset_index(drop=True)
+
+    interactions = read_records(interactions_path, INTERACTION_COLUMNS, line_column=_LINE)
+    interactions["timestamp"] = numeric_column(interactions, "timestamp", interactions_path,
+                                               header=True)
+    _require_non_empty(interactions, USER_ID, interactions_path)
+    _require_non_empty(interactions, ITEM_ID, interactions_path)
+    # The line breaks timestamp ties, keeping the file's order.
+    ordered = interactions.sort_values([USER_ID, "timestamp", _LINE], kind="stable")
+    per_user = ordered.groupby(USER_ID, sort=True)[ITEM_ID].agg(list)
+    long_enough = per_user[per_user.map(len) >= 2]
+    sequences = pd.DataFrame({
+        USER_ID: long_enough.index.to_list(),
+        HISTORY: [ids[:-1] for ids in long_enough],
+        TARGET: [ids[-1] for ids in long_enough],
+    }, columns=[USER_ID, HISTORY, TARGET])
+    sequences = sequences.sort_values(USER_ID, kind="stable").reset_index(drop=True)
+
+    return RawDataset(
+        name=cfg.name, domain=DOMAIN, items=items, sequences=sequences,
+        attributes=list(attributes),
+        source_files={p.name: sha256_file(p) for p in (items_path, interactions_path)},
+        counts={
+            "items_read": len(items_raw),
+            "items_duplicate_rows": len(items_raw) - len(items),
+            "interactions_read": len(interactions),
+            "users_read": len(per_user),
+            "users_with_one_interaction": len(per_user) - len(long_enough),
+            "sequences": len(sequences),
+        },
+    )
+
+
+def _require_non_empty(frame: pd.DataFrame, column: str, path: Path) -> None:
+    empty = frame.index[frame[column].str.strip() == ""]
+    if len(empty):
+        raise DataFormatError(path, int(frame[_LINE].iloc[empty[0]]),
+                              f"a non-empty value in column '{column}'", "''")

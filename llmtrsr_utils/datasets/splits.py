@@ -1,0 +1,301 @@
+"""The data stage: locate raw files, load, clean, split by user, draw negatives, write parquet.
+
+Written once for every dataset so that the paper's protocol (section 5.1) is applied alike:
+users with ``min_history``..``max_history`` history items, a split by user, 1 negative per
+training user and 20 per validation/test user, drawn uniformly from the catalogue excluding the
+positive and the user's history. Negatives come from a generator seeded per (seed, split, user),
+so a user's candidates do not change when other users are added or removed.
+
+Outputs (``<work_dir>/data``): ``items.parquet`` (item_id, attributes, rendered ``text``),
+``train/valid/test.parquet`` (user_id, history, target, negatives) and ``manifest.json``
+(params, counts, sha256 of every file). Same seed and params give byte-identical parquet files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import llmtrsr_utils
+from llmtrsr_utils.artifacts import (
+    check_writable,
+    library_versions,
+    sha256_of,
+    write_json,
+    write_parquet,
+)
+from llmtrsr_utils.config import ENV_DATA_DIR, Config, ConfigError, DataConfig
+from llmtrsr_utils.datasets.base import (
+    HISTORY,
+    IMPRESSION_NEGATIVES,
+    ITEM_ID,
+    TARGET,
+    USER_ID,
+    RawDataset,
+)
+from llmtrsr_utils.datasets.render import render_items
+
+log = logging.getLogger("llmtrsr")
+
+SPLITS = ("train", "valid", "test")
+NEGATIVES = "negatives"
+FORMAT_VERSION = 1  # bump when the files' layout or sampling changes
+_SPLIT_CODES = {"train": 1, "valid": 2, "test": 3}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The raw files are neither configured, nor under $LLMTRSR_DATA_DIR, nor downloadable."""
+
+
+def loader_module(name: str) -> ModuleType:
+    modules = {"movielens": "movielens", "mind": "mind", "amazon-m2": "amazon_m2",
+               "generic": "generic"}
+    return importlib.import_module(f"llmtrsr_utils.datasets.{modules[name]}")
+
+
+def _holds(folder: Path, files: tuple[str, ...]) -> bool:
+    return folder.is_dir() and all((folder / f).is_file() for f in files)
+
+
+def locate_raw_dir(data: DataConfig, cache_dir: Path) -> Path:
+    """Find the raw files: ``data.dir``, then ``$LLMTRSR_DATA_DIR``, then the download cache,
+    then download (when ``data.download`` allows)."""
+    module = loader_module(data.name)
+    required: tuple[str, ...] = tuple(module.REQUIRED_FILES)
+    looked: list[str] = []
+    roots: list[Path] = []
+    if data.dir:
+        roots.append(Path(data.dir).expanduser())
+    elif os.environ.get(ENV_DATA_DIR):
+        roots.append(Path(os.environ[ENV_DATA_DIR]).expanduser())
+    download_root = cache_dir / "data" / data.name
+    roots.append(download_root)
+    folder_names = (module.folder_names(data) if hasattr(module, "folder_names")
+                    else module.FOLDER_NAMES)  # MIND orders its folders by data.variant
+    for root in roots:
+        for folder in (root, *(root / name for name in folder_names)):
+            if _holds(folder, required):
+                return folder
+            looked.append(str(folder))
+    if data.dir:
+        raise DataNotFoundError(
+            f"data.dir={data.dir}: no {', '.join(required)} there or in a subfolder named "
+            f"{' or '.join(folder_names)}")
+    if not data.download:
+        raise DataNotFoundError(
+            f"{data.name}: raw files {', '.join(required)} not found (looked in "
+            f"{'; '.join(looked)}) and data.download is false; set data.dir or {ENV_DATA_DIR}")
+    log.info("downloading %s into %s", data.name, download_root)
+    folder = module.download(data, download_root)
+    if not _holds(folder, required):
+        raise DataNotFoundError(f"{folder}: download finished but {', '.join(required)} are "
+                                f"not all there")
+    return folder
+
+
+def clean_sequences(raw: RawDataset, data: DataConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Apply the missing-item policy and the history-length rule; count everything dropped."""
+    catalogue = set(raw.items[ITEM_ID])
+    counts = {"users_loaded": len(raw.sequences), "history_items_missing_from_catalogue": 0,
+              "users_dropped_missing_history_item": 0, "users_dropped_missing_target": 0,
+              "users_dropped_history_too_short": 0, "users_dropped_history_too_long": 0,
+              "users_history_truncated": 0}
+    rows = []
+    for record in raw.sequences.to_dict("records"):
+        if record[TARGET] not in catalogue:
+            counts["users_dropped_missing_target"] += 1
+            continue
+        history = list(record[HISTORY])
+        present = [item for item in history if item in catalogue]
+        missing = len(history) - len(present)
+        if missing:
+            counts["history_items_missing_from_catalogue"] += missing
+            if data.missing_item_policy == "drop_user":
+                counts["users_dropped_missing_history_item"] += 1
+                continue
+            history = present
+        if len(history) < data.min_history:
+            counts["users_dropped_history_too_short"] += 1
+            continue
+        if len(history) > data.max_history:
+            if data.history_policy == "filter":
+                counts["users_dropped_history_too_long"] += 1
+                continue
+            history = history[-data.max_history:]
+            counts["users_history_truncated"] += 1
+        record[HISTORY] = history
+        rows.append(record)
+    counts["users_kept"] = len(rows)
+    columns = list(raw.sequences.columns)
+    return pd.DataFrame(rows, columns=columns), counts
+
+
+def assign_users(users: list[str], cfg: Config, source: str = "params") -> dict[str, list[str]]:
+    """Split users at random (seeded). Test is drawn first, then valid, then train, so
+    growing the training set never changes who is in the test set."""
+    data = cfg.data
+    wanted = {"test": data.n_test_users, "valid": data.n_valid_users, "train": data.n_train_users}
+    total = sum(wanted.values())
+    if total > len(users):
+        raise ConfigError(
+            f"{source}: data.n_train_users + data.n_valid_users + data.n_test_users = "
+            f"{data.n_train_users} + {data.n_valid_users} + {data.n_test_users} = {total}, but "
+            f"only {len(users)} users of {data.name} remain after filtering (history "
+            f"{data.min_history}..{data.max_history}, policy {data.history_policy})")
+    order = np.random.default_rng(cfg.seed).permutation(len(users))
+    ordered = [sorted(users)[i] for i in order]
+    out, start = {}, 0
+    for split in ("test", "valid", "train"):
+        out[split] = sorted(ordered[start:start + wanted[split]])
+        start += wanted[split]
+    return out
+
+
+def user_rng(seed: int, split: str, user_id: str) -> np.random.Generator:
+    """A generator that depends only on (seed, split, user): candidates are stable per user."""
+    user_key = int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big")
+    return np.random.default_rng([seed, _SPLIT_CODES[split], user_key])
+
+
+def sample_negatives(catalogue: np.ndarray, excluded: set[str], k: int,
+                     rng: np.random.Generator) -> list[str]:
+    """k distinct items drawn uniformly from ``catalogue`` minus ``excluded`` (rejection sampling,
+    so a user costs O(k) and not O(catalogue))."""
+    if len(catalogue) - len(excluded) < k:  # cleaned histories hold catalogue items only
+        raise ValueError(f"cannot draw {k} negatives from a catalogue of {len(catalogue)} items "
+                         f"excluding {len(excluded)}")
+    chosen: list[str] = []
+    seen = set(excluded)
+    attempts = 0
+    while len(chosen) < k:
+        attempts += 1
+        if attempts > 1000:
+            raise ValueError(f"cannot draw {k} distinct negatives from a catalogue of "
+                             f"{len(catalogue)} items excluding {len(excluded)}")
+        for index in rng.integers(0, len(catalogue), size=2 * (k - len(chosen)) + 4):
+            item = str(catalogue[index])
+            if item not in seen:
+                seen.add(item)
+                chosen.append(item)
+                if len(chosen) == k:
+                    break
+    return chosen
+
+
+def draw_negatives(frame: pd.DataFrame, split: str, catalogue: np.ndarray, cfg: Config,
+                   counts: dict[str, int]) -> list[list[str]]:
+    data = cfg.data
+    k = data.train_negatives if split == "train" else data.eval_negatives
+    negatives = []
+    for record in frame.to_dict("records"):
+        rng = user_rng(cfg.seed, split, record[USER_ID])
+        excluded = {record[TARGET], *record[HISTORY]}
+        chosen: list[str] = []
+        if data.negative_source == "impressions":
+            pool = [i for i in record.get(IMPRESSION_NEGATIVES) or [] if i not in excluded]
+            pool = list(dict.fromkeys(pool))
+            chosen = [pool[i] for i in rng.permutation(len(pool))[:k]]
+            if len(chosen) < k:
+                counts[f"{split}_users_negatives_topped_up_from_catalogue"] += 1
+        if len(chosen) < k:
+            chosen += sample_negatives(catalogue, excluded | set(chosen), k - len(chosen), rng)
+        negatives.append(chosen)
+    return negatives
+
+
+def data_fingerprint(cfg: Config) -> str:
+    payload = {"seed": cfg.seed, "data": asdict(cfg.data), "format_version": FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    path = Path(out_dir) / "manifest.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_complete(out_dir: Path, cfg: Config) -> bool:
+    """True when out_dir holds this config's splits, every file intact (hash checked)."""
+    manifest = read_manifest(out_dir)
+    if not manifest or manifest.get("fingerprint") != data_fingerprint(cfg):
+        return False
+    for name, info in manifest["files"].items():
+        path = Path(out_dir) / name
+        if not path.is_file() or sha256_of(path) != info["sha256"]:
+            return False
+    return True
+
+
+def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
+    """Run the data stage into ``<work_dir>/data`` unless it already holds this config's result."""
+    out_dir = cfg.data_output_dir
+    if not force and is_complete(out_dir, cfg):
+        log.info("data: %s already holds these splits; reusing them", out_dir)
+        return out_dir
+    check_writable(out_dir)
+    module = loader_module(cfg.data.name)
+    raw_dir = locate_raw_dir(cfg.data, cfg.cache_path)
+    raw = module.load(cfg.data, raw_dir)
+    attributes = list(cfg.data.attributes or raw.attributes)
+
+    items = raw.items.sort_values(ITEM_ID, kind="stable").reset_index(drop=True)
+    items["text"] = render_items(items, attributes, cfg.data.include_item_id)
+    sequences, counts = clean_sequences(raw, cfg.data)
+    assignment = assign_users(sequences[USER_ID].tolist(), cfg)
+    catalogue = items[ITEM_ID].to_numpy()
+    for split in SPLITS:
+        counts[f"{split}_users_negatives_topped_up_from_catalogue"] = 0
+
+    by_user = sequences.set_index(USER_ID, drop=False)
+    files: dict[str, dict[str, Any]] = {}
+    # Remove the old manifest first: a crash below must not leave old hashes describing new files.
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    for split in SPLITS:
+        frame = by_user.loc[assignment[split]].reset_index(drop=True)
+        frame[NEGATIVES] = draw_negatives(frame, split, catalogue, cfg, counts)
+        frame = frame[[USER_ID, HISTORY, TARGET, NEGATIVES]]
+        path = write_parquet(frame, out_dir / f"{split}.parquet")
+        files[path.name] = {"sha256": sha256_of(path), "rows": len(frame)}
+    path = write_parquet(items, out_dir / "items.parquet")
+    files[path.name] = {"sha256": sha256_of(path), "rows": len(items)}
+
+    manifest = {
+        "kit_version": llmtrsr_utils.__version__,
+        "format_version": FORMAT_VERSION,
+        "fingerprint": data_fingerprint(cfg),
+        "dataset": cfg.data.name,
+        "domain": raw.domain,
+        "attributes": attributes,
+        "params": {"seed": cfg.seed, "data": asdict(cfg.data)},
+        "raw_dir": str(raw_dir),
+        "source_files": raw.source_files,
+        "counts": {**raw.counts, **counts},
+        "files": files,
+        "library_versions": library_versions(),
+    }
+    write_json(manifest, out_dir / "manifest.json")
+    log.info("data: wrote %s (%s)", out_dir,
+             ", ".join(f"{name} {info['rows']} rows" for name, info in files.items()))
+    return out_dir
+
+
+def load_split(out_dir: Path, split: str) -> pd.DataFrame:
+    frame = pd.read_parquet(Path(out_dir) / f"{split}.parquet")
+    for column in (HISTORY, NEGATIVES):
+        frame[column] = frame[column].map(list)
+    return frame
+
+
+def load_items(out_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(Path(out_dir) / "items.parquet")

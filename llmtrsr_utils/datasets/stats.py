@@ -1,0 +1,51 @@
+"""The paper's Table 1 for a prepared dataset: attributes, positives per split, history length,
+tokens per item under the recommender's tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET
+from llmtrsr_utils.datasets.splits import SPLITS, load_items, load_split, read_manifest
+
+
+@dataclass
+class DatasetStatistics:
+    table: pd.DataFrame  # Table 1: one row per description, one column for the dataset
+    history_lengths: pd.Series  # per user of every split
+    item_tokens: pd.Series  # per distinct item seen in the splits (history or target)
+
+
+def dataset_statistics(data_dir: Path, tokenizer) -> DatasetStatistics:
+    manifest = read_manifest(data_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"{data_dir}: no manifest.json; run `llmtrsr data` first")
+    items = load_items(data_dir).set_index(ITEM_ID)
+    splits = {split: load_split(data_dir, split) for split in SPLITS}
+    lengths = pd.concat([frame[HISTORY].map(len) for frame in splits.values()], ignore_index=True)
+    seen = sorted({item for frame in splits.values()
+                   for row in frame.itertuples() for item in (*getattr(row, HISTORY),
+                                                               getattr(row, TARGET))})
+    texts = items.loc[seen, "text"].tolist()
+    token_counts = pd.Series([len(ids) for ids in
+                              tokenizer(texts, add_special_tokens=False)["input_ids"]],
+                             index=seen, name="tokens")
+    name = manifest["dataset"]
+    table = pd.DataFrame({"description": [
+        "# of different attributes",
+        "# of positive samples in the training set",
+        "# of positive samples in the validation set",
+        "# of positive samples in the test set",
+        "Avg. # of historical user behavior sequence",
+        "Avg. # of tokens corresponding to an item",
+    ], name: [
+        len(manifest["attributes"]),
+        len(splits["train"]), len(splits["valid"]), len(splits["test"]),
+        round(float(lengths.mean()), 2),
+        round(float(token_counts.mean()), 2),
+    ]}).set_index("description")
+    return DatasetStatistics(table=table, history_lengths=lengths.rename("history_length"),
+                             item_tokens=token_counts)

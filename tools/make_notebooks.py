@@ -1,0 +1,81 @@
+"""Write the notebook series from the cell sources below (outputs empty, one `parameters` cell).
+
+Notebooks stay thin: every cell calls the library. Editing here and rerunning keeps the JSON
+clean and reviewable: `python tools/make_notebooks.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PARAMETERS = '''# Parameters: papermill injects its values in a cell after this one.
+params_file = "params/default.yaml"
+overrides = []  # e.g. ["data.n_test_users=8"]'''
+
+SETUP = '''from llmtrsr_utils.config import load_config, use_project_root
+
+use_project_root()  # params paths are relative to the kit's checkout
+cfg = load_config(params_file, overrides)'''
+
+NOTEBOOKS = {
+    "00_data_exploration": [
+        new_markdown_cell(
+            "# 00 · Data exploration\n\n"
+            "Loads the configured dataset, filters and splits users, draws the frozen negatives "
+            "(1 per training user, 20 per validation/test user) and shows the paper's Table 1 "
+            "for it: attribute count, positives per split, mean history length and mean tokens "
+            "per item under the recommender's tokenizer. Writes `figures/data_overview_*.png`.\n\n"
+            "Reuses `<work_dir>/data` when it already holds these params' splits."),
+        new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+from llmtrsr_utils import plots
+from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset, read_manifest
+from llmtrsr_utils.datasets.stats import dataset_statistics
+from llmtrsr_utils.models import load_tokenizer
+
+data_dir = prepare_dataset(cfg)
+manifest = read_manifest(data_dir)'''),
+        new_markdown_cell("## Table 1"),
+        new_code_cell('''rec = cfg.recommender
+tokenizer = load_tokenizer(rec.model, revision=rec.revision,
+                           trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+stats = dataset_statistics(data_dir, tokenizer)
+stats.table.to_csv(cfg.work_path / "table1.csv")
+stats.table'''),
+        new_markdown_cell("## History length and tokens per item"),
+        new_code_cell('''figure_paths = plots.plot_data_overview(
+    stats.history_lengths, stats.item_tokens, cfg.data.name, cfg.figures_path)
+figure_paths'''),
+        new_markdown_cell("## What the loader kept and dropped"),
+        new_code_cell('''manifest["counts"]'''),
+        new_markdown_cell("## One test user as the LLM will read them"),
+        new_code_cell('''items = load_items(data_dir).set_index("item_id")
+user = load_split(data_dir, "test").iloc[0]
+print("history (oldest first):")
+for position, item_id in enumerate(user.history, start=1):
+    print(f"{position:>3}. {items.loc[item_id, 'text']}")
+print("\\ntarget:", items.loc[user.target, "text"])
+print("first negative:", items.loc[user.negatives[0], "text"])'''),
+    ],
+}
+
+
+def main() -> None:
+    for name, cells in NOTEBOOKS.items():
+        notebook = new_notebook(cells=cells, metadata={
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"}})
+        for index, cell in enumerate(notebook.cells):
+            cell["id"] = f"{name[:2]}-{index:02d}"  # stable ids: no churn in git diffs
+        path = ROOT / "notebooks" / f"{name}.ipynb"
+        nbformat.write(notebook, path)
+        print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

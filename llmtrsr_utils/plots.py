@@ -29,12 +29,19 @@ def _fixed_metadata(suffix: str) -> dict[str, object]:
     return {"CreationDate": None} if suffix == "pdf" else {}
 
 
-def plot_data_overview(history_lengths: pd.Series, item_tokens: pd.Series, dataset: str,
-                       out_dir: Path) -> list[Path]:
-    """History length per user and tokens per item, the two numbers that drive prompt cost."""
+def plot_data_overview(full_history_lengths: pd.Series, max_history: int,
+                       item_tokens: pd.Series, dataset: str, out_dir: Path) -> list[Path]:
+    """History length per user (before any truncation, cap marked) and tokens per item: the
+    two numbers that drive prompt cost and the reason summaries exist."""
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    sns.histplot(history_lengths, discrete=True, ax=axes[0], color="#4C72B0")
+    sns.histplot(full_history_lengths, bins=30, ax=axes[0], color="#4C72B0")
+    if full_history_lengths.max() > max_history:
+        axes[0].axvline(max_history, color="black", linestyle="--",
+                        label=f"kept: most recent {max_history}")
+        axes[0].legend()
+        if full_history_lengths.max() > 20 * full_history_lengths.median():
+            axes[0].set_xscale("log")
     axes[0].set(title=f"{dataset}: history length per user", xlabel="items in history",
                 ylabel="users")
     sns.histplot(item_tokens, bins=30, ax=axes[1], color="#55A868")

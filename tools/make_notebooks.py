@@ -49,7 +49,8 @@ stats.table.to_csv(cfg.work_path / "table1.csv")
 stats.table'''),
         new_markdown_cell("## History length and tokens per item"),
         new_code_cell('''figure_paths = plots.plot_data_overview(
-    stats.history_lengths, stats.item_tokens, cfg.data.name, cfg.figures_path)
+    stats.full_history_lengths, stats.max_history, stats.item_tokens, cfg.data.name,
+    cfg.figures_path)
 figure_paths'''),
         new_markdown_cell("## What the loader kept and dropped"),
         new_code_cell('''manifest["counts"]'''),

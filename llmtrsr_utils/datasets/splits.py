@@ -7,8 +7,9 @@ positive and the user's history. Negatives come from a generator seeded per (see
 so a user's candidates do not change when other users are added or removed.
 
 Outputs (``<work_dir>/data``): ``items.parquet`` (item_id, attributes, rendered ``text``),
-``train/valid/test.parquet`` (user_id, history, target, negatives) and ``manifest.json``
-(params, counts, sha256 of every file). Same seed and params give byte-identical parquet files.
+``train/valid/test.parquet`` (user_id, history, target, negatives, full_history_length) and
+``manifest.json`` (params, counts, sha256 of every file). Same seed and params give
+byte-identical parquet files.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ log = logging.getLogger("llmtrsr")
 
 SPLITS = ("train", "valid", "test")
 NEGATIVES = "negatives"
+# History length before `truncate` kept the most recent max_history items (equal otherwise).
+FULL_HISTORY_LENGTH = "full_history_length"
 FORMAT_VERSION = 1  # bump when the files' layout or sampling changes
 _SPLIT_CODES = {"train": 1, "valid": 2, "test": 3}
 
@@ -127,6 +130,7 @@ def clean_sequences(raw: RawDataset, data: DataConfig) -> tuple[pd.DataFrame, di
         if len(history) < data.min_history:
             counts["users_dropped_history_too_short"] += 1
             continue
+        record[FULL_HISTORY_LENGTH] = len(history)
         if len(history) > data.max_history:
             if data.history_policy == "filter":
                 counts["users_dropped_history_too_long"] += 1
@@ -136,7 +140,7 @@ def clean_sequences(raw: RawDataset, data: DataConfig) -> tuple[pd.DataFrame, di
         record[HISTORY] = history
         rows.append(record)
     counts["users_kept"] = len(rows)
-    columns = list(raw.sequences.columns)
+    columns = [*raw.sequences.columns, FULL_HISTORY_LENGTH]
     return pd.DataFrame(rows, columns=columns), counts
 
 
@@ -264,7 +268,7 @@ def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
     for split in SPLITS:
         frame = by_user.loc[assignment[split]].reset_index(drop=True)
         frame[NEGATIVES] = draw_negatives(frame, split, catalogue, cfg, counts)
-        frame = frame[[USER_ID, HISTORY, TARGET, NEGATIVES]]
+        frame = frame[[USER_ID, HISTORY, TARGET, NEGATIVES, FULL_HISTORY_LENGTH]]
         path = write_parquet(frame, out_dir / f"{split}.parquet")
         files[path.name] = {"sha256": sha256_of(path), "rows": len(frame)}
     path = write_parquet(items, out_dir / "items.parquet")

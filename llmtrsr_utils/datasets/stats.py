@@ -9,13 +9,21 @@ from pathlib import Path
 import pandas as pd
 
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET
-from llmtrsr_utils.datasets.splits import SPLITS, load_items, load_split, read_manifest
+from llmtrsr_utils.datasets.splits import (
+    FULL_HISTORY_LENGTH,
+    SPLITS,
+    load_items,
+    load_split,
+    read_manifest,
+)
 
 
 @dataclass
 class DatasetStatistics:
     table: pd.DataFrame  # Table 1: one row per description, one column for the dataset
-    history_lengths: pd.Series  # per user of every split
+    history_lengths: pd.Series  # per user of every split, as kept
+    full_history_lengths: pd.Series  # per user, before truncation to max_history
+    max_history: int
     item_tokens: pd.Series  # per distinct item seen in the splits (history or target)
 
 
@@ -41,11 +49,15 @@ def dataset_statistics(data_dir: Path, tokenizer) -> DatasetStatistics:
         "# of positive samples in the test set",
         "Avg. # of historical user behavior sequence",
         "Avg. # of tokens corresponding to an item",
-    ], name: [
+    ], name: pd.Series([
         len(manifest["attributes"]),
         len(splits["train"]), len(splits["valid"]), len(splits["test"]),
         round(float(lengths.mean()), 2),
         round(float(token_counts.mean()), 2),
-    ]}).set_index("description")
+    ], dtype=object)}).set_index("description")  # object: counts print as integers
+    full = pd.concat([frame[FULL_HISTORY_LENGTH] for frame in splits.values()],
+                     ignore_index=True)
     return DatasetStatistics(table=table, history_lengths=lengths.rename("history_length"),
+                             full_history_lengths=full.rename("full_history_length"),
+                             max_history=int(manifest["params"]["data"]["max_history"]),
                              item_tokens=token_counts)

@@ -56,6 +56,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.datasets.splits import SPLITS
+    from llmtrsr_utils.summarize import PARADIGMS, summarize_split
+
+    cfg = _config(args)
+    splits = SPLITS if args.split == "all" else (args.split,)
+    paradigms = PARADIGMS if args.paradigm == "both" else (args.paradigm,)
+    for split in splits:
+        for paradigm in paradigms:
+            record = summarize_split(cfg, split, paradigm, progress=not args.no_progress)
+            if record is None:  # a non-main process of `accelerate launch`
+                continue
+            print(f"{paradigm:<12} {split:<5} {record['users']:>4} users  "
+                  f"{record['calls_requested']:>5} calls  {record['cache_hits']:>5} cached  "
+                  f"model calls: {record['model_calls']}  "
+                  f"{record['tokens_per_second']:.1f} tok/s  -> {record['output']}")
+    return 0
+
+
 def cmd_notebooks(args: argparse.Namespace) -> int:
     from llmtrsr_utils.notebooks import run_series
 
@@ -87,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     models.set_defaults(func=cmd_models)
 
+    summarize = commands.add_parser(
+        "summarize", help="write hierarchical and/or recurrent preference summaries",
+        description="Summarize each user's history with the summarizer LLM. Generations are "
+                    "cached (SQLite) and a rerun, or a run after a crash, skips what is done. "
+                    "Runs under `accelerate launch` too, splitting users between processes.")
+    _add_params(summarize)
+    summarize.add_argument("--paradigm", choices=["hierarchical", "recurrent", "both"],
+                           default="both")
+    summarize.add_argument("--split", choices=["train", "valid", "test", "all"], default="all")
+    summarize.add_argument("--no-progress", action="store_true", help="no progress bars")
+    summarize.set_defaults(func=cmd_summarize)
+
     notebooks = commands.add_parser(
         "notebooks", help="run the notebook series with papermill",
         description="Execute notebooks/NN_*.ipynb in order with the params injected; executed "
@@ -108,10 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llmtrsr_utils.datasets.download import DownloadError
     from llmtrsr_utils.datasets.splits import DataNotFoundError
     from llmtrsr_utils.models import ModelLoadError
+    from llmtrsr_utils.segmentation import PromptTooLongError
 
     # Errors about the user's input or environment: one clear line, no traceback.
     expected = (ConfigError, DataFormatError, DataNotFoundError, ModelLoadError, DownloadError,
-                PermissionError)
+                PermissionError, PromptTooLongError)
     try:
         return args.func(args)
     except expected as err:

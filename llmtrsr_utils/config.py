@@ -86,9 +86,19 @@ class SummarizerConfig:
     load_in_8bit: bool = False
     trust_remote_code: bool = False
     block_size: int = field(default=5, metadata=_at_least(1))
+    # Hierarchical: summaries merged per group of fan_in, layer after layer; 0 = all at once
+    # (the paper's two levels).
+    fan_in: int = field(default=0, metadata=_at_least(0))
     max_length: int = field(default=2048, metadata=_at_least(64))
     max_new_tokens: int = field(default=150, metadata=_at_least(1))
     batch_size: int = field(default=16, metadata=_at_least(1))
+    # Texts are never cut below this many tokens to make a prompt fit.
+    min_text_tokens: int = field(default=16, metadata=_at_least(1))
+    do_sample: bool = False  # greedy by default (reproducible)
+    temperature: float = field(default=1.0, metadata=_at_least(0.0))
+    top_p: float = field(default=1.0, metadata=_at_least(0.0))
+    # SQLite generation cache; None: <cache_dir>/generations.sqlite (shared by every run).
+    cache_file: str | None = None
 
 
 @dataclass

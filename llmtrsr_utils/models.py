@@ -271,6 +271,29 @@ def _pretrained_source(name: str, cache_dir: str | Path | None) -> tuple[str, di
     return str(resolved.hub_id), {"use_safetensors": True}
 
 
+def context_length(name: str, *, revision: str | None = None, trust_remote_code: bool = False,
+                   cache_dir: str | Path | None = None) -> int | None:
+    """The model's own context limit (from its config, without loading weights)."""
+    if name == "tiny-random-llama":
+        return int(TINY_LLAMA_CONFIG["max_position_embeddings"])
+    from transformers import AutoConfig
+
+    source, kwargs = _pretrained_source(name, cache_dir)
+    kwargs.pop("use_safetensors", None)
+    try:
+        config = AutoConfig.from_pretrained(source, revision=revision,
+                                            trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(_offline_hint(name, err)) from err
+    config = config.get_text_config()
+    for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length",
+                      "seq_length"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code: bool = False,
                    cache_dir: str | Path | None = None, padding_side: str = "left"):
     from transformers import AutoTokenizer

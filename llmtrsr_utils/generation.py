@@ -1,0 +1,262 @@
+"""Batched, cached, deterministic text generation for the summarizer.
+
+Every generation is keyed by sha256 of (model identity, generation settings, exact prompt text)
+and stored in SQLite in WAL mode, one transaction per batch: a run killed with SIGKILL loses at
+most the batch in flight, the store stays consistent, and the rerun skips what is stored. The
+model itself is loaded only when a prompt is missing from the cache, so a fully cached rerun
+makes no model call at all.
+
+Prompts are batched by token length (left padding, few pad tokens per batch). Greedy decoding
+is the default; with sampling the seed is part of the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+log = logging.getLogger("llmtrsr")
+
+_TURN_MARKER = re.compile(r"\n?###\s*(User|Assistant)\s*:")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 150
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def key_fields(self) -> dict[str, Any]:
+        """What changes the output: sampling knobs only matter when sampling."""
+        if not self.do_sample:
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        return asdict(self)
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    stopped: bool  # the model ended its answer (end token) before max_new_tokens
+    cached: bool = False
+    flags: list[str] = field(default_factory=list)
+
+
+def generation_key(model_identity: dict[str, Any], settings: GenerationSettings,
+                   prompt: str) -> str:
+    payload = json.dumps({"model": model_identity, "settings": settings.key_fields(),
+                          "prompt": prompt}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def quality_flags(text: str, stopped: bool) -> list[str]:
+    """Flags a reader should see: empty output, repetition loops, cut at max_new_tokens."""
+    flags = []
+    words = text.split()
+    if not words:
+        flags.append("empty")
+    elif len(words) >= 12:
+        trigrams = list(zip(words, words[1:], words[2:], strict=False))
+        if len(set(trigrams)) / len(trigrams) < 0.5:
+            flags.append("degenerate")
+    if not stopped:
+        flags.append("hit_max_new_tokens")
+    return flags
+
+
+class GenerationCache:
+    """SQLite store of generations; safe against kill -9 and shared by concurrent processes."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=120)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
+            "settings TEXT NOT NULL, prompt TEXT NOT NULL, text TEXT NOT NULL, "
+            "prompt_tokens INTEGER NOT NULL, new_tokens INTEGER NOT NULL, "
+            "stopped INTEGER NOT NULL, created REAL NOT NULL)")
+        self._db.commit()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, GenerationResult]:
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, GenerationResult] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT key, text, prompt_tokens, new_tokens, stopped FROM generations "
+                f"WHERE key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            for key, text, prompt_tokens, new_tokens, stopped in rows:
+                found[key] = GenerationResult(text, prompt_tokens, new_tokens, bool(stopped),
+                                              cached=True, flags=quality_flags(text, stopped))
+        return found
+
+    def put_many(self, rows: Sequence[tuple[str, str, str, str, GenerationResult]]) -> None:
+        """rows: (key, model json, settings json, prompt, result); one atomic transaction."""
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(key, model, settings, prompt, r.text, r.prompt_tokens, r.new_tokens,
+                  int(r.stopped), now) for key, model, settings, prompt, r in rows])
+
+    def count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+
+    def integrity_ok(self) -> bool:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class GenerationStats:
+    requested: int = 0
+    cache_hits: int = 0  # requests answered by the store
+    generated: int = 0  # distinct prompts sent to the model (repeats in a request count once)
+    new_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else 0.0
+
+
+class CachedGenerator:
+    """Generate answers for prompt texts, from the cache when possible, else in batches.
+
+    ``formatter`` (a :class:`llmtrsr_utils.prompts.PromptFormatter`) turns rendered prompt text
+    into token ids; ``load_model`` is called once, at the first cache miss.
+    """
+
+    def __init__(self, *, model_identity: dict[str, Any], formatter, load_model,
+                 settings: GenerationSettings, cache: GenerationCache, batch_size: int = 16,
+                 progress: bool = True):
+        self.model_identity = model_identity
+        self.formatter = formatter
+        self.tokenizer = formatter.tokenizer
+        self._load_model = load_model
+        self._model = None
+        self.settings = settings
+        self.cache = cache
+        self.batch_size = batch_size
+        self.progress = progress
+        self.stats = GenerationStats()
+        self._model_json = json.dumps(model_identity, sort_keys=True)
+        self._settings_json = json.dumps(settings.key_fields(), sort_keys=True)
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self._load_model()
+        return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
+    def key(self, prompt: str) -> str:
+        return generation_key(self.model_identity, self.settings, prompt)
+
+    def generate(self, prompts: Sequence[str], desc: str = "generating") -> list[GenerationResult]:
+        keys = [self.key(p) for p in prompts]
+        found = self.cache.get_many(keys)
+        self.stats.requested += len(prompts)
+        missing: dict[str, str] = {}
+        for key, prompt in zip(keys, prompts, strict=True):
+            if key not in found and key not in missing:
+                missing[key] = prompt
+        self.stats.cache_hits += sum(1 for k in keys if k in found)  # answered by the store
+        if missing:
+            found.update(self._run_batches(missing, desc))
+        return [found[k] for k in keys]
+
+    def _run_batches(self, missing: dict[str, str], desc: str) -> dict[str, GenerationResult]:
+        encoded = {key: self.formatter.encode(prompt) for key, prompt in missing.items()}
+        order = sorted(missing, key=lambda k: len(encoded[k]), reverse=True)
+        out: dict[str, GenerationResult] = {}
+        bar = tqdm(total=len(order), desc=desc, unit="prompt", disable=not self.progress,
+                   leave=False)
+        for start in range(0, len(order), self.batch_size):
+            batch_keys = order[start:start + self.batch_size]
+            began = time.perf_counter()
+            results = self.generate_ids([encoded[k] for k in batch_keys], seed_offset=start)
+            elapsed = time.perf_counter() - began
+            self.stats.seconds += elapsed
+            self.stats.generated += len(batch_keys)
+            self.stats.new_tokens += sum(r.new_tokens for r in results)
+            self.cache.put_many([(k, self._model_json, self._settings_json, missing[k], r)
+                                 for k, r in zip(batch_keys, results, strict=True)])
+            out.update(zip(batch_keys, results, strict=True))
+            bar.update(len(batch_keys))
+            bar.set_postfix(tok_s=f"{self.stats.tokens_per_second:.1f}")
+        bar.close()
+        return out
+
+    @torch.no_grad()
+    def generate_ids(self, batch: Sequence[Sequence[int]], seed_offset: int = 0
+                     ) -> list[GenerationResult]:
+        """One left-padded ``generate`` call for a batch of token id lists."""
+        model = self.model
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids):] = 1
+        kwargs: dict[str, Any] = {"max_new_tokens": self.settings.max_new_tokens,
+                                  "do_sample": self.settings.do_sample, "pad_token_id": pad_id}
+        if self.settings.do_sample:
+            torch.manual_seed(self.settings.seed + seed_offset)
+            kwargs.update(temperature=self.settings.temperature, top_p=self.settings.top_p)
+        else:  # greedy: clear sampling defaults a model's generation_config may carry
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        device = model.device
+        output = model.generate(input_ids=input_ids.to(device),
+                                attention_mask=attention.to(device), **kwargs)
+        new = output[:, width:].cpu()
+        end_ids = _end_token_ids(model, self.tokenizer)
+        results = []
+        for row, ids in enumerate(batch):
+            tokens = new[row].tolist()
+            stop_at = next((i for i, t in enumerate(tokens) if t in end_ids), None)
+            stopped = stop_at is not None
+            kept = tokens[:stop_at] if stopped else tokens
+            text = clean_output(self.tokenizer.decode(kept, skip_special_tokens=True))
+            results.append(GenerationResult(text, len(ids), len(kept), stopped,
+                                            flags=quality_flags(text, stopped)))
+        return results
+
+
+def _end_token_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ends = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ends.add(tokenizer.eos_token_id)
+    return ends
+
+
+def clean_output(text: str) -> str:
+    """Strip whitespace and anything after the model starts a new '### User:' turn itself."""
+    match = _TURN_MARKER.search(text)
+    if match:
+        text = text[:match.start()]
+    return text.strip()

@@ -1,0 +1,278 @@
+"""Preference summaries: hierarchical (CNN-like) and recurrent (RNN-like), paper sections 4.1-4.2.
+
+Both paradigms work on all users at once, one stage at a time, so every call that can be
+batched is: all blocks of all users at a hierarchical layer, all users at the same recurrent
+step. Every intermediate summary (per block, per layer or step) is kept with the final one.
+Generations go through :class:`llmtrsr_utils.generation.CachedGenerator`, so an interrupted run
+resumes where it stopped and the recurrent paradigm's first-block calls are the hierarchical
+block-1 calls (identical prompts, one cache entry).
+
+Under ``accelerate launch`` each process summarizes its share of users
+(``PartialState.split_between_processes``) into the shared cache; the main process then
+assembles the output from the cache without generating anything again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmtrsr_utils.artifacts import git_commit, library_versions, write_json, write_parquet
+from llmtrsr_utils.config import Config
+from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, USER_ID
+from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset, read_manifest
+from llmtrsr_utils.generation import CachedGenerator, GenerationCache, GenerationSettings
+from llmtrsr_utils.models import context_length, load_causal_lm, load_tokenizer, model_identity
+from llmtrsr_utils.prompts import PromptFormatter, hierarchical_merge, recurrent_update
+from llmtrsr_utils.segmentation import Block, PromptFitter, split_into_blocks
+
+log = logging.getLogger("llmtrsr")
+
+PARADIGMS = ("hierarchical", "recurrent")
+
+
+@dataclass
+class UserHistory:
+    user_id: str
+    item_ids: list[str]
+    texts: list[str]
+
+
+@dataclass
+class UserSummary:
+    user_id: str
+    paradigm: str
+    n_items: int
+    blocks: list[Block]
+    layers: list[list[str]] = field(default_factory=list)  # hierarchical: layer 0 = blocks
+    steps: list[str] = field(default_factory=list)  # recurrent: running summary per block
+    flags: list[str] = field(default_factory=list)  # "<stage>: <flag>" for every flagged call
+    texts_shortened: int = 0  # summaries or items cut in merge/update prompts
+    n_calls: int = 0
+
+    @property
+    def final_summary(self) -> str:
+        return self.layers[-1][0] if self.paradigm == "hierarchical" else self.steps[-1]
+
+    @property
+    def block_summaries(self) -> list[str]:
+        return self.layers[0] if self.paradigm == "hierarchical" else self.steps
+
+    @property
+    def items_shortened(self) -> int:
+        return sum(block.fitted.shortened for block in self.blocks)
+
+    def record(self) -> dict[str, Any]:
+        return {USER_ID: self.user_id, "paradigm": self.paradigm, "n_items": self.n_items,
+                "n_blocks": len(self.blocks), "block_summaries": self.block_summaries,
+                "layers": self.layers if self.paradigm == "hierarchical"
+                else [[s] for s in self.steps],
+                "final_summary": self.final_summary, "flags": self.flags,
+                "n_flagged_calls": len(self.flags), "items_shortened": self.items_shortened,
+                "texts_shortened": self.texts_shortened, "n_calls": self.n_calls,
+                "final_prompt_tokens_max": max(b.fitted.tokens for b in self.blocks)}
+
+
+class Summarizer:
+    """One summarizer model, its prompt fitter and its generation cache."""
+
+    def __init__(self, cfg: Config, domain: str, *, progress: bool = True):
+        scfg = cfg.summarizer
+        self.cfg = cfg
+        self.domain = domain
+        tokenizer = load_tokenizer(scfg.model, revision=scfg.revision,
+                                   trust_remote_code=scfg.trust_remote_code,
+                                   cache_dir=cfg.cache_dir)
+        self.formatter = PromptFormatter(tokenizer)
+        self.fitter = PromptFitter(
+            self.formatter, max_length=scfg.max_length, max_new_tokens=scfg.max_new_tokens,
+            model_max_length=context_length(scfg.model, revision=scfg.revision,
+                                            trust_remote_code=scfg.trust_remote_code,
+                                            cache_dir=cfg.cache_dir),
+            min_text_tokens=scfg.min_text_tokens)
+        self.cache = GenerationCache(cache_file(cfg))
+        settings = GenerationSettings(max_new_tokens=scfg.max_new_tokens,
+                                      do_sample=scfg.do_sample, temperature=scfg.temperature,
+                                      top_p=scfg.top_p, seed=cfg.seed)
+        self.generator = CachedGenerator(
+            model_identity=model_identity(scfg.model, scfg.revision, cfg.cache_dir),
+            formatter=self.formatter, load_model=self._load_model, settings=settings,
+            cache=self.cache, batch_size=scfg.batch_size, progress=progress)
+
+    def _load_model(self):
+        scfg = self.cfg.summarizer
+        log.info("loading summarizer %s", scfg.model)
+        model, _ = load_causal_lm(scfg.model, revision=scfg.revision, dtype=scfg.dtype,
+                                  load_in_8bit=scfg.load_in_8bit,
+                                  trust_remote_code=scfg.trust_remote_code,
+                                  cache_dir=self.cfg.cache_dir)
+        return model
+
+    def segment(self, user: UserHistory) -> list[Block]:
+        return self.fitter.segment(self.domain, user.item_ids, user.texts,
+                                   self.cfg.summarizer.block_size, user.user_id)
+
+    def _start(self, users: list[UserHistory], paradigm: str) -> list[UserSummary]:
+        states = []
+        for user in users:
+            if not user.item_ids:
+                raise ValueError(f"user {user.user_id}: empty history, nothing to summarize")
+            states.append(UserSummary(user.user_id, paradigm, len(user.item_ids),
+                                      self.segment(user)))
+        return states
+
+    def _generate(self, jobs: list[tuple[UserSummary, str, str]], desc: str) -> list[str]:
+        """jobs: (state, stage label, rendered prompt); returns texts, recording flags."""
+        results = self.generator.generate([prompt for _, _, prompt in jobs], desc=desc)
+        for (state, stage, _), result in zip(jobs, results, strict=True):
+            state.n_calls += 1
+            state.flags.extend(f"{stage}: {flag}" for flag in result.flags
+                               if flag != "hit_max_new_tokens")
+        return [r.text for r in results]
+
+    def hierarchical(self, users: list[UserHistory]) -> list[UserSummary]:
+        states = self._start(users, "hierarchical")
+        jobs = [(s, f"block {b.index + 1}", b.fitted.prompt) for s in states for b in s.blocks]
+        texts = iter(self._generate(jobs, "hierarchical layer 0 (blocks)"))
+        for state in states:
+            state.layers.append([next(texts) for _ in state.blocks])
+        fan_in = self.cfg.summarizer.fan_in
+        layer = 1
+        while any(len(s.layers[-1]) > 1 for s in states):
+            jobs, plans = [], []
+            for state in states:
+                current = state.layers[-1]
+                if len(current) == 1:
+                    continue
+                groups = split_into_blocks(current, fan_in or len(current))
+                plan = []
+                for g, group in enumerate(groups):
+                    if len(group) == 1:  # nothing to merge: carried up unchanged
+                        plan.append(group[0])
+                        continue
+                    fitted = self.fitter.fit(
+                        lambda t: hierarchical_merge(self.domain, t), group,
+                        what=f"user {state.user_id} layer {layer} merge prompt")
+                    state.texts_shortened += fitted.shortened
+                    plan.append(None)
+                    jobs.append((state, f"layer {layer} group {g + 1}", fitted.prompt))
+                plans.append((state, plan))
+            texts = iter(self._generate(jobs, f"hierarchical layer {layer} (merges)"))
+            for state, plan in plans:
+                state.layers.append([text if text is not None else next(texts)
+                                     for text in plan])
+            layer += 1
+        return states
+
+    def recurrent(self, users: list[UserHistory]) -> list[UserSummary]:
+        states = self._start(users, "recurrent")
+        jobs = [(s, "block 1", s.blocks[0].fitted.prompt) for s in states]
+        for state, text in zip(states, self._generate(jobs, "recurrent step 1"), strict=True):
+            state.steps.append(text)
+        step = 1
+        while True:
+            active = [s for s in states if len(s.blocks) > step]
+            if not active:
+                break
+            jobs = []
+            for state in active:
+                block = state.blocks[step]
+                fitted = self.fitter.fit(
+                    lambda t: recurrent_update(self.domain, t[0], t[1:]),
+                    [state.steps[-1], *block.items],
+                    what=f"user {state.user_id} step {step + 1} update prompt")
+                state.texts_shortened += fitted.shortened
+                jobs.append((state, f"step {step + 1}", fitted.prompt))
+            texts = self._generate(jobs, f"recurrent step {step + 1}")
+            for state, text in zip(active, texts, strict=True):
+                state.steps.append(text)
+            step += 1
+        return states
+
+    def run(self, paradigm: str, users: list[UserHistory]) -> list[UserSummary]:
+        if paradigm not in PARADIGMS:
+            raise ValueError(f"paradigm must be one of {', '.join(PARADIGMS)}, got {paradigm!r}")
+        return self.hierarchical(users) if paradigm == "hierarchical" else self.recurrent(users)
+
+
+# -- the stage -------------------------------------------------------------------------------
+
+def cache_file(cfg: Config) -> Path:
+    return Path(cfg.summarizer.cache_file) if cfg.summarizer.cache_file else \
+        cfg.cache_path / "generations.sqlite"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
+
+
+def summaries_path(cfg: Config, split: str, paradigm: str) -> Path:
+    """One parquet per (dataset, split, paradigm, summarizer)."""
+    return (cfg.work_path / "summaries" /
+            f"{cfg.data.name}_{split}_{paradigm}_{_slug(cfg.summarizer.model)}.parquet")
+
+
+def split_histories(cfg: Config, split: str) -> tuple[list[UserHistory], str]:
+    data_dir = prepare_dataset(cfg)
+    items = load_items(data_dir).set_index(ITEM_ID)["text"]
+    frame = load_split(data_dir, split)
+    users = [UserHistory(row[USER_ID], list(row[HISTORY]), items.loc[list(row[HISTORY])].tolist())
+             for row in frame.to_dict("records")]
+    return users, read_manifest(data_dir)["domain"]
+
+
+def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = True
+                    ) -> dict[str, Any] | None:
+    """Summarize one split with one paradigm; write parquet + JSON record; return the record.
+
+    Returns None on non-main processes of a multi-process launch.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    users, domain = split_histories(cfg, split)
+    began = time.perf_counter()
+    summarizer = Summarizer(cfg, domain, progress=progress and state.is_local_main_process)
+    if state.num_processes > 1:
+        with state.split_between_processes(users) as mine:
+            summarizer.run(paradigm, list(mine))
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return None
+    results = summarizer.run(paradigm, users)
+    elapsed = time.perf_counter() - began
+    frame = pd.DataFrame([r.record() for r in results])
+    out = write_parquet(frame, summaries_path(cfg, split, paradigm))
+    stats = summarizer.generator.stats
+    flag_counts = Counter(flag.split(": ", 1)[1] for r in results for flag in r.flags)
+    record = {
+        "split": split, "paradigm": paradigm, "summarizer": cfg.summarizer.model,
+        "dataset": cfg.data.name, "users": len(results), "output": str(out),
+        "calls_requested": stats.requested, "cache_hits": stats.cache_hits,
+        "model_calls": stats.generated, "model_loaded": summarizer.generator.model_loaded,
+        "new_tokens": stats.new_tokens, "generation_seconds": round(stats.seconds, 3),
+        "tokens_per_second": round(stats.tokens_per_second, 2),
+        "seconds": round(elapsed, 3), "seconds_per_user": round(elapsed / max(1, len(results)), 3),
+        "items_shortened": int(frame["items_shortened"].sum()),
+        "texts_shortened": int(frame["texts_shortened"].sum()),
+        "flags": dict(flag_counts), "params": cfg.to_dict(),
+        "library_versions": library_versions(), "git_commit": git_commit(),
+    }
+    write_json(record, out.with_suffix(".json"))
+    summarizer.cache.close()
+    return record
+
+
+def load_summaries(cfg: Config, split: str, paradigm: str) -> pd.DataFrame:
+    path = summaries_path(cfg, split, paradigm)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no summaries yet; run `llmtrsr summarize --split "
+                                f"{split} --paradigm {paradigm}`")
+    return pd.read_parquet(path)

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from llmtrsr_utils.config import load_config
+from llmtrsr_utils.generation import GenerationCache
+from llmtrsr_utils.summarize import (
+    Summarizer,
+    UserHistory,
+    load_summaries,
+    summaries_path,
+    summarize_split,
+)
+from tests.conftest import smoke_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "params" / "smoke.yaml"
+
+
+def smoke_config(tmp_path, movielens_dir, *extra):
+    return load_config(SMOKE, smoke_overrides(tmp_path, movielens_dir,
+                                              f"summarizer.cache_file={tmp_path / 'gen.sqlite'}",
+                                              *extra))
+
+
+def history(n: int, user: str = "u1") -> UserHistory:
+    return UserHistory(user, [str(i) for i in range(n)],
+                       [f"Title: Movie {i}; Genres: Drama" for i in range(n)])
+
+
+def test_hierarchical_fan_in_two_on_23_items_has_four_layers(tmp_path, movielens_dir):
+    cfg = smoke_config(tmp_path, movielens_dir, "summarizer.fan_in=2")
+    summarizer = Summarizer(cfg, "movies", progress=False)
+    (result,) = summarizer.hierarchical([history(23)])
+    # 5 blocks -> 3 (pairs, one carried) -> 2 -> 1
+    assert [len(layer) for layer in result.layers] == [5, 3, 2, 1]
+    assert result.layers[1][2] == result.layers[0][4]  # the odd one out is carried up unchanged
+    assert result.n_calls == 5 + 2 + 1 + 1
+    assert result.final_summary == result.layers[-1][0]
+
+
+def test_hierarchical_default_is_the_papers_two_levels(tmp_path, movielens_dir):
+    cfg = smoke_config(tmp_path, movielens_dir)
+    summarizer = Summarizer(cfg, "movies", progress=False)
+    long_user, short_user = summarizer.hierarchical([history(23), history(4, "u2")])
+    assert [len(layer) for layer in long_user.layers] == [5, 1]
+    assert [len(layer) for layer in short_user.layers] == [1]  # one block: no merge call
+    assert short_user.n_calls == 1
+
+
+def test_recurrent_calls_in_order_with_previous_summary(tmp_path, movielens_dir):
+    cfg = smoke_config(tmp_path, movielens_dir)
+    summarizer = Summarizer(cfg, "movies", progress=False)
+    seen: list[list[str]] = []
+    original = summarizer.generator.generate
+
+    def spy(prompts, desc=""):
+        seen.append(list(prompts))
+        return original(prompts, desc)
+
+    summarizer.generator.generate = spy
+    users = [history(13, "a"), history(5, "b")]
+    a, b = summarizer.recurrent(users)
+    assert [len(call) for call in seen] == [2, 1, 1]  # step 1 both users, then only 'a'
+    assert len(a.steps) == 3 and len(b.steps) == 1
+    assert "Movie 0" in seen[0][0] and "Movie 5" not in seen[0][0]
+    assert a.steps[0] in seen[1][0] and "Movie 5" in seen[1][0] and "Movie 10" not in seen[1][0]
+    assert a.steps[1] in seen[2][0] and "Movie 12" in seen[2][0]
+    assert "[Previous Preference Summary]" in seen[1][0]
+
+
+def test_recurrent_first_block_shares_the_hierarchical_cache_entry(tmp_path, movielens_dir):
+    cfg = smoke_config(tmp_path, movielens_dir)
+    summarizer = Summarizer(cfg, "movies", progress=False)
+    summarizer.hierarchical([history(10)])
+    before = summarizer.generator.stats.generated
+    summarizer.recurrent([history(10)])
+    assert summarizer.generator.stats.generated == before + 1  # only the step-2 update
+
+
+def test_batched_and_unbatched_first_step_logits_agree(tmp_path, movielens_dir):
+    cfg = smoke_config(tmp_path, movielens_dir)
+    summarizer = Summarizer(cfg, "movies", progress=False)
+    model = summarizer.generator.model
+    prompts = [summarizer.segment(history(n))[0].fitted.prompt for n in (1, 3, 5)]
+    encoded = [summarizer.formatter.encode(p) for p in prompts]
+    width = max(map(len, encoded))
+    pad = summarizer.formatter.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded])
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    with torch.no_grad():
+        batched = model(input_ids=ids, attention_mask=mask).logits[:, -1]
+        for row, e in enumerate(encoded):
+            single = model(input_ids=torch.tensor([e])).logits[0, -1]
+            assert torch.allclose(batched[row], single, atol=1e-4), row
+
+
+def test_summaries_written_and_rerun_makes_no_model_call(tmp_path, movielens_dir):
+    cfg = smoke_config(tmp_path, movielens_dir)
+    first = summarize_split(cfg, "test", "hierarchical", progress=False)
+    assert first["model_calls"] > 0 and first["users"] == 3
+    frame = load_summaries(cfg, "test", "hierarchical")
+    assert list(frame.columns[:3]) == ["user_id", "paradigm", "n_items"]
+    assert (frame["n_blocks"] == 2).all() and frame["layers"].map(len).eq(2).all()
+    assert summaries_path(cfg, "test", "hierarchical").with_suffix(".json").is_file()
+    second = summarize_split(cfg, "test", "hierarchical", progress=False)
+    assert second["model_calls"] == 0 and second["model_loaded"] is False
+    assert second["cache_hits"] == second["calls_requested"] == first["calls_requested"]
+    pd.testing.assert_frame_equal(frame, load_summaries(cfg, "test", "hierarchical"))
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmtrsr_utils.cli", *args]
+
+
+def test_kill_nine_mid_run_then_resume(tmp_path, movielens_dir):
+    overrides = smoke_overrides(tmp_path, movielens_dir,
+                                f"summarizer.cache_file={tmp_path / 'gen.sqlite'}",
+                                "summarizer.batch_size=1", "summarizer.max_new_tokens=24",
+                                "data.n_train_users=16", "data.max_history=15")
+    args = cli("summarize", "--params", str(SMOKE), "--split", "train", "--paradigm",
+               "hierarchical", "--no-progress", *[x for o in overrides for x in ("--set", o)])
+    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    db = tmp_path / "gen.sqlite"
+    deadline = time.time() + 120
+    done_before_kill = 0
+    while time.time() < deadline and process.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as connection:
+                    done_before_kill = connection.execute(
+                        "SELECT COUNT(*) FROM generations").fetchone()[0]
+            except sqlite3.OperationalError:
+                done_before_kill = 0
+            if done_before_kill >= 5:
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    cache = GenerationCache(db)
+    assert cache.integrity_ok()
+    stored = cache.count()
+    cache.close()
+    assert stored >= done_before_kill
+    output = tmp_path / "summaries" / "movielens_train_hierarchical_tiny-random-llama.parquet"
+    assert not output.exists()
+
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    frame = pd.read_parquet(output)
+    assert len(frame) == 16 and (frame["n_blocks"] == 3).all()
+    assert frame["final_summary"].map(lambda s: isinstance(s, str)).all()
+    record = pd.read_json(output.with_suffix(".json"), typ="series")
+    # Every call that finished before the kill is answered by the store, none is generated
+    # again: the store grows by exactly the rerun's model calls.
+    assert record["cache_hits"] >= stored
+    cache = GenerationCache(db)
+    assert cache.integrity_ok()
+    assert cache.count() == stored + record["model_calls"]
+    cache.close()
+
+
+def test_runs_under_accelerate_launch(tmp_path, movielens_dir):
+    overrides = smoke_overrides(tmp_path, movielens_dir,
+                                f"summarizer.cache_file={tmp_path / 'gen.sqlite'}")
+    args = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "-m", "llmtrsr_utils.cli", "summarize", "--params", str(SMOKE), "--split", "valid",
+            "--paradigm", "recurrent", "--no-progress",
+            *[x for o in overrides for x in ("--set", o)]]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "recurrent    valid" in result.stdout
+    name = "movielens_valid_recurrent_tiny-random-llama.parquet"
+    assert (tmp_path / "summaries" / name).is_file()
+
+
+@pytest.mark.slow
+def test_batched_and_unbatched_text_agree_on_smollm2(tmp_path, movielens_dir):
+    cfg = smoke_config(tmp_path, movielens_dir, "summarizer.model=smollm2-135m",
+                       "summarizer.max_new_tokens=24")
+    summarizer = Summarizer(cfg, "movies", progress=False)
+    prompts = [summarizer.segment(history(n))[0].fitted.prompt for n in (2, 4, 5)]
+    encoded = [summarizer.formatter.encode(p) for p in prompts]
+    batched = summarizer.generator.generate_ids(encoded)
+    single = [summarizer.generator.generate_ids([e])[0] for e in encoded]
+    assert [r.text for r in batched] == [r.text for r in single]
+    assert all(r.text for r in batched)

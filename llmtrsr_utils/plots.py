@@ -52,3 +52,31 @@ def plot_data_overview(full_history_lengths: pd.Series, max_history: int,
     axes[1].legend()
     fig.tight_layout()
     return save_figure(fig, out_dir, f"data_overview_{dataset}")
+
+
+def plot_segmentation(table: pd.DataFrame, out_dir: Path, stem: str = "segmentation"
+                      ) -> list[Path]:
+    """Prompt tokens per block against the context budget, per shown user."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    sns.barplot(data=table, x="block", y="prompt_tokens", hue="user_id", ax=ax)
+    budget = int(table["budget"].iloc[0])
+    ax.axhline(budget, color="black", linestyle="--", label=f"budget {budget}")
+    ax.set(title="Block summary prompts: tokens against the context budget", xlabel="block",
+           ylabel="prompt tokens")
+    ax.legend(title="user", fontsize="small")
+    return save_figure(fig, out_dir, stem)
+
+
+def plot_summary_lengths(lengths: pd.DataFrame, seconds_per_user: dict[str, float],
+                         out_dir: Path, stem: str = "summary_lengths") -> list[Path]:
+    """Final summary length per paradigm, and summarization time per user."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [2, 1]})
+    sns.histplot(lengths, x="tokens", hue="paradigm", bins=20, multiple="dodge", ax=axes[0])
+    axes[0].set(title="Final summary length", xlabel="tokens", ylabel="users")
+    names = list(seconds_per_user)
+    axes[1].bar(names, [seconds_per_user[n] for n in names], color=["#4C72B0", "#DD8452"])
+    axes[1].set(title="Time per user", ylabel="seconds (this run)")
+    fig.tight_layout()
+    return save_figure(fig, out_dir, stem)

@@ -276,3 +276,42 @@ def load_summaries(cfg: Config, split: str, paradigm: str) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: no summaries yet; run `llmtrsr summarize --split "
                                 f"{split} --paradigm {paradigm}`")
     return pd.read_parquet(path)
+
+
+# -- inspection helpers for the notebooks ------------------------------------------------------
+
+def segmentation_table(summarizer: Summarizer, users: list[UserHistory]) -> pd.DataFrame:
+    """One row per block: its items, prompt tokens against the budget, items shortened."""
+    rows = []
+    for user in users:
+        for block in summarizer.segment(user):
+            rows.append({USER_ID: user.user_id, "block": block.index + 1,
+                         "items": len(block.item_ids), "prompt_tokens": block.fitted.tokens,
+                         "budget": summarizer.fitter.budget,
+                         "items_shortened": block.fitted.shortened})
+    return pd.DataFrame(rows)
+
+
+def side_by_side(frames: dict[str, pd.DataFrame], n_users: int = 3) -> pd.DataFrame:
+    """Final summaries of the first users, one column per paradigm."""
+    joined = None
+    for paradigm, frame in frames.items():
+        part = frame[[USER_ID, "final_summary"]].rename(columns={"final_summary": paradigm})
+        joined = part if joined is None else joined.merge(part, on=USER_ID)
+    return joined.head(n_users).set_index(USER_ID)
+
+
+def summary_lengths(frames: dict[str, pd.DataFrame], tokenizer) -> pd.DataFrame:
+    """Long form: paradigm, user, tokens of the final summary."""
+    rows = []
+    for paradigm, frame in frames.items():
+        counts = tokenizer(frame["final_summary"].tolist(), add_special_tokens=False)["input_ids"]
+        rows += [{"paradigm": paradigm, USER_ID: u, "tokens": len(c)}
+                 for u, c in zip(frame[USER_ID], counts, strict=True)]
+    return pd.DataFrame(rows)
+
+
+def read_record(cfg: Config, split: str, paradigm: str) -> dict[str, Any]:
+    import json
+
+    return json.loads(summaries_path(cfg, split, paradigm).with_suffix(".json").read_text())

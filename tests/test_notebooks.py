@@ -40,19 +40,33 @@ def test_notebooks_match_their_generator(tmp_path):
         assert path.read_text() == before, f"{path.name} differs from tools/make_notebooks.py"
 
 
-def test_data_exploration_runs_under_papermill(tmp_path, movielens_dir):
+def test_series_runs_under_papermill(tmp_path, movielens_dir):
     from llmtrsr_utils.notebooks import run_series
 
-    overrides = smoke_overrides(tmp_path, movielens_dir)
-    executed = run_series(ROOT / "params" / "smoke.yaml", overrides, only=["00"],
+    overrides = smoke_overrides(tmp_path, movielens_dir,
+                                f"summarizer.cache_file={tmp_path / 'gen.sqlite'}")
+    executed = run_series(ROOT / "params" / "smoke.yaml", overrides,
                           output_dir=tmp_path / "executed")
-    assert [p.name for p in executed] == ["00_data_exploration.ipynb"]
-    notebook = nbformat.read(executed[0], as_version=4)
-    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert injected and "smoke" in injected[0].source
+    assert [p.name for p in executed] == [p.name for p in NOTEBOOKS]
+    for path in executed:
+        notebook = nbformat.read(path, as_version=4)
+        injected = [c for c in notebook.cells
+                    if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and "smoke" in injected[0].source, path.name
+        errors = [o for c in notebook.cells if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, path.name
+
+    # 00: Table 1 and the data figure
     table = pd.read_csv(tmp_path / "table1.csv", index_col=0)
     assert table.loc["# of positive samples in the test set", "movielens"] == 3
     assert table.loc["Avg. # of historical user behavior sequence", "movielens"] == 10
     assert table.loc["Avg. # of tokens corresponding to an item", "movielens"] > 3
-    figure = tmp_path / "figures" / "data_overview_movielens.png"
-    assert figure.is_file() and figure.stat().st_size > 10_000
+    figures = tmp_path / "figures"
+    for stem in ("data_overview_movielens", "segmentation", "summary_lengths"):
+        assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
+    # 02: both paradigms' summaries for the test users
+    for paradigm in ("hierarchical", "recurrent"):
+        frame = pd.read_parquet(tmp_path / "summaries" /
+                                f"movielens_test_{paradigm}_tiny-random-llama.parquet")
+        assert len(frame) == 3

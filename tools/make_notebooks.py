@@ -63,6 +63,73 @@ for position, item_id in enumerate(user.history, start=1):
 print("\\ntarget:", items.loc[user.target, "text"])
 print("first negative:", items.loc[user.negatives[0], "text"])'''),
     ],
+    "01_segmentation": [
+        new_markdown_cell(
+            "# 01 · Segmentation\n\n"
+            "Each history is cut into blocks of `summarizer.block_size` items, oldest first "
+            "(paper section 4.1.1). Every block-summary prompt must fit the summarizer's context "
+            "minus the room for its answer; when one would not, the longest item texts are "
+            "shortened (never the instruction, never dropping an item) and counted. This "
+            "notebook shows the blocks of a few test users and their token counts against the "
+            "budget. Needs the summarizer's tokenizer only, not the model."),
+        new_code_cell(PARAMETERS + "\nn_users_shown = 3", metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+from llmtrsr_utils import plots
+from llmtrsr_utils.summarize import Summarizer, segmentation_table, split_histories
+
+users, domain = split_histories(cfg, "test")
+summarizer = Summarizer(cfg, domain)  # the model itself is not loaded here
+shown = users[:n_users_shown]
+table = segmentation_table(summarizer, shown)
+table'''),
+        new_code_cell('''plots.plot_segmentation(table, cfg.figures_path)'''),
+        new_markdown_cell("## The first block prompt, exactly as the summarizer reads it"),
+        new_code_cell('''print(summarizer.segment(shown[0])[0].fitted.prompt)'''),
+        new_markdown_cell("## Shortening over all test users"),
+        new_code_cell('''every_block = segmentation_table(summarizer, users)
+every_block[["prompt_tokens", "items_shortened"]].describe()'''),
+    ],
+    "02_summarization": [
+        new_markdown_cell(
+            "# 02 · Summarization\n\n"
+            "Hierarchical (summarize blocks, then summarize the summaries) and recurrent "
+            "(summarize block 1, then update with each next block) preference summaries for the "
+            "test users, side by side, with the summary length distribution, flagged outputs "
+            "(empty or repetitive) and the time per user. Summaries are cached: this notebook "
+            "only generates what `llmtrsr summarize` has not already written."),
+        new_code_cell(PARAMETERS + "\nsplit = \"test\"\nn_users_shown = 3",
+                      metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+import pandas as pd
+
+from llmtrsr_utils import plots
+from llmtrsr_utils.models import load_tokenizer
+from llmtrsr_utils.summarize import (PARADIGMS, load_summaries, read_record, side_by_side,
+                                     summarize_split, summary_lengths)
+
+records = {p: summarize_split(cfg, split, p) for p in PARADIGMS}
+frames = {p: load_summaries(cfg, split, p) for p in PARADIGMS}
+pd.DataFrame(records).T[["users", "calls_requested", "cache_hits", "model_calls",
+                         "tokens_per_second", "seconds_per_user", "items_shortened",
+                         "texts_shortened", "flags"]]'''),
+        new_markdown_cell("## Side by side"),
+        new_code_cell('''with pd.option_context("display.max_colwidth", None):
+    display(side_by_side(frames, n_users_shown))'''),
+        new_markdown_cell("## Every layer of one user (hierarchical) and every step (recurrent)"),
+        new_code_cell('''user = frames["hierarchical"].iloc[0]
+for depth, layer in enumerate(user["layers"]):
+    for position, text in enumerate(layer, start=1):
+        print(f"[layer {depth}, summary {position}] {text}\\n")
+for step, text in enumerate(frames["recurrent"].iloc[0]["block_summaries"], start=1):
+    print(f"[recurrent step {step}] {text}\\n")'''),
+        new_markdown_cell("## Length and time"),
+        new_code_cell('''tokenizer = load_tokenizer(cfg.summarizer.model, cache_dir=cfg.cache_dir)
+lengths = summary_lengths(frames, tokenizer)
+seconds = {p: read_record(cfg, split, p)["seconds_per_user"] for p in PARADIGMS}
+plots.plot_summary_lengths(lengths, seconds, cfg.figures_path)'''),
+        new_code_cell('''flagged = pd.concat(frames.values())
+flagged[flagged["n_flagged_calls"] > 0][["user_id", "paradigm", "flags"]]'''),
+    ],
 }
 
 

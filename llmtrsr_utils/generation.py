@@ -6,8 +6,9 @@ most the batch in flight, the store stays consistent, and the rerun skips what i
 model itself is loaded only when a prompt is missing from the cache, so a fully cached rerun
 makes no model call at all.
 
-Prompts are batched by token length (left padding, few pad tokens per batch). Greedy decoding
-is the default; with sampling the seed is part of the key.
+Prompts are batched by token length (few pad tokens per batch) and the prefix a batch shares
+(chat template, instruction) is computed once. Greedy decoding is the default; with sampling
+the seed is part of the key.
 """
 
 from __future__ import annotations
@@ -213,15 +214,27 @@ class CachedGenerator:
     @torch.no_grad()
     def generate_ids(self, batch: Sequence[Sequence[int]], seed_offset: int = 0
                      ) -> list[GenerationResult]:
-        """One left-padded ``generate`` call for a batch of token id lists."""
+        """One ``generate`` call for a batch of token id lists.
+
+        Prompts of one stage share a long prefix (chat template, instruction): it is run once
+        and its KV cache reused by every row, with padding placed between prefix and suffix
+        (positions follow the attention mask, so each row reads as if unpadded). Without such a
+        prefix, rows are left-padded as usual.
+        """
         model = self.model
         pad_id = self.tokenizer.pad_token_id
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        prefix = shared_prefix_length(batch) if len(batch) > 1 else 0
+        if prefix < MIN_SHARED_PREFIX:
+            prefix = 0
+        width = max(len(ids) for ids in batch) - prefix
+        input_ids = torch.full((len(batch), prefix + width), pad_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
         for row, ids in enumerate(batch):
-            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            attention[row, width - len(ids):] = 1
+            suffix = ids[prefix:]
+            input_ids[row, :prefix] = torch.tensor(ids[:prefix], dtype=torch.long)
+            input_ids[row, prefix + width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
+            attention[row, :prefix] = 1
+            attention[row, prefix + width - len(suffix):] = 1
         kwargs: dict[str, Any] = {"max_new_tokens": self.settings.max_new_tokens,
                                   "do_sample": self.settings.do_sample, "pad_token_id": pad_id}
         if self.settings.do_sample:
@@ -230,9 +243,15 @@ class CachedGenerator:
         else:  # greedy: clear sampling defaults a model's generation_config may carry
             kwargs.update(temperature=None, top_p=None, top_k=None)
         device = model.device
+        if prefix:
+            prefilled = model(input_ids=input_ids[:1, :prefix].to(device), use_cache=True,
+                              logits_to_keep=1)
+            cache = prefilled.past_key_values
+            cache.batch_repeat_interleave(len(batch))
+            kwargs["past_key_values"] = cache
         output = model.generate(input_ids=input_ids.to(device),
                                 attention_mask=attention.to(device), **kwargs)
-        new = output[:, width:].cpu()
+        new = output[:, prefix + width:].cpu()
         end_ids = _end_token_ids(model, self.tokenizer)
         results = []
         for row, ids in enumerate(batch):
@@ -244,6 +263,19 @@ class CachedGenerator:
             results.append(GenerationResult(text, len(ids), len(kept), stopped,
                                             flags=quality_flags(text, stopped)))
         return results
+
+
+MIN_SHARED_PREFIX = 16  # below this, a separate prefix pass costs more than it saves
+
+
+def shared_prefix_length(batch: Sequence[Sequence[int]]) -> int:
+    """Longest common token prefix, leaving every row at least one token of its own."""
+    limit = min(len(ids) for ids in batch) - 1
+    first = batch[0]
+    length = 0
+    while length < limit and all(ids[length] == first[length] for ids in batch):
+        length += 1
+    return length
 
 
 def _end_token_ids(model, tokenizer) -> set[int]:

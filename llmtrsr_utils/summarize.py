@@ -140,7 +140,7 @@ class Summarizer:
     def hierarchical(self, users: list[UserHistory]) -> list[UserSummary]:
         states = self._start(users, "hierarchical")
         jobs = [(s, f"block {b.index + 1}", b.fitted.prompt) for s in states for b in s.blocks]
-        texts = iter(self._generate(jobs, "hierarchical layer 0 (blocks)"))
+        texts = iter(self._generate(jobs, f"hierarchical layer 0, {len(states)} users"))
         for state in states:
             state.layers.append([next(texts) for _ in state.blocks])
         fan_in = self.cfg.summarizer.fan_in
@@ -164,7 +164,7 @@ class Summarizer:
                     plan.append(None)
                     jobs.append((state, f"layer {layer} group {g + 1}", fitted.prompt))
                 plans.append((state, plan))
-            texts = iter(self._generate(jobs, f"hierarchical layer {layer} (merges)"))
+            texts = iter(self._generate(jobs, f"hierarchical layer {layer}, {len(plans)} users"))
             for state, plan in plans:
                 state.layers.append([text if text is not None else next(texts)
                                      for text in plan])
@@ -174,7 +174,8 @@ class Summarizer:
     def recurrent(self, users: list[UserHistory]) -> list[UserSummary]:
         states = self._start(users, "recurrent")
         jobs = [(s, "block 1", s.blocks[0].fitted.prompt) for s in states]
-        for state, text in zip(states, self._generate(jobs, "recurrent step 1"), strict=True):
+        texts = self._generate(jobs, f"recurrent step 1, {len(states)} users")
+        for state, text in zip(states, texts, strict=True):
             state.steps.append(text)
         step = 1
         while True:
@@ -190,7 +191,7 @@ class Summarizer:
                     what=f"user {state.user_id} step {step + 1} update prompt")
                 state.texts_shortened += fitted.shortened
                 jobs.append((state, f"step {step + 1}", fitted.prompt))
-            texts = self._generate(jobs, f"recurrent step {step + 1}")
+            texts = self._generate(jobs, f"recurrent step {step + 1}, {len(active)} users")
             for state, text in zip(active, texts, strict=True):
                 state.steps.append(text)
             step += 1

@@ -189,8 +189,9 @@ def test_runs_under_accelerate_launch(tmp_path, movielens_dir):
 
 
 @pytest.mark.slow
-def test_batched_and_unbatched_text_agree_on_smollm2(tmp_path, movielens_dir):
-    cfg = smoke_config(tmp_path, movielens_dir, "summarizer.model=smollm2-135m",
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+def test_batched_and_unbatched_text_agree_on_real_models(tmp_path, movielens_dir, model):
+    cfg = smoke_config(tmp_path, movielens_dir, f"summarizer.model={model}",
                        "summarizer.max_new_tokens=24")
     summarizer = Summarizer(cfg, "movies", progress=False)
     prompts = [summarizer.segment(history(n))[0].fitted.prompt for n in (2, 4, 5)]
@@ -199,3 +200,33 @@ def test_batched_and_unbatched_text_agree_on_smollm2(tmp_path, movielens_dir):
     single = [summarizer.generator.generate_ids([e])[0] for e in encoded]
     assert [r.text for r in batched] == [r.text for r in single]
     assert all(r.text for r in batched)
+
+
+def test_shared_prefix_path_matches_left_padding(tmp_path, movielens_dir):
+    """Reusing the batch's shared-prefix KV cache must not change what is generated."""
+    from llmtrsr_utils import generation
+
+    cfg = smoke_config(tmp_path, movielens_dir, "summarizer.max_new_tokens=12")
+    summarizer = Summarizer(cfg, "movies", progress=False)
+    encoded = [summarizer.formatter.encode(summarizer.segment(history(n))[0].fitted.prompt)
+               for n in (1, 2, 3, 5)]
+    assert generation.shared_prefix_length(encoded) >= generation.MIN_SHARED_PREFIX
+    with_prefix = summarizer.generator.generate_ids(encoded)
+    original = generation.MIN_SHARED_PREFIX
+    generation.MIN_SHARED_PREFIX = 10**9  # force plain left padding
+    try:
+        left_padded = summarizer.generator.generate_ids(encoded)
+    finally:
+        generation.MIN_SHARED_PREFIX = original
+    single = [summarizer.generator.generate_ids([e])[0] for e in encoded]
+    assert [r.text for r in with_prefix] == [r.text for r in left_padded] == \
+        [r.text for r in single]
+    assert [r.new_tokens for r in with_prefix] == [r.new_tokens for r in single]
+
+
+def test_shared_prefix_length_leaves_each_row_a_token():
+    from llmtrsr_utils.generation import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[5, 1], [6, 1]]) == 0

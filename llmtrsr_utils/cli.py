@@ -75,6 +75,44 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.recommend import SYSTEMS, train_system
+
+    cfg = _config(args)
+    systems = list(SYSTEMS) if args.system == "all" else [args.system]
+    for system in systems:
+        record = train_system(cfg, system, progress=not args.no_progress)
+        print(f"{system:<22} {record['global_step']:>5} steps  {record['examples']:>5} examples  "
+              f"loss {record['train_loss']:.4f}  {record['seconds_per_step']:.2f} s/step  "
+              f"-> {record['output_dir']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.evaluate import BASELINES, results_dir, table2
+    from llmtrsr_utils.evaluate import evaluate as run_evaluation
+    from llmtrsr_utils.recommend import SYSTEMS
+
+    cfg = _config(args)
+    systems = _choice_list(args.systems, SYSTEMS, "--systems")
+    names = _choice_list(args.baselines, BASELINES, "--baselines")
+    rows = run_evaluation(cfg, systems, names, progress=not args.no_progress)
+    print(table2(rows).to_string())
+    print(f"\nresults: {results_dir(cfg) / 'metrics.parquet'} (and table2.md, scores/)")
+    return 0
+
+
+def _choice_list(text: str, known, flag: str) -> list[str]:
+    if text in ("all", ""):
+        return list(known) if text == "all" else []
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ConfigError(f"{flag}: unknown {', '.join(unknown)}; choose from "
+                          f"{', '.join(known)}, 'all' or ''")
+    return chosen
+
+
 def cmd_notebooks(args: argparse.Namespace) -> int:
     from llmtrsr_utils.notebooks import run_series
 
@@ -118,6 +156,32 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--no-progress", action="store_true", help="no progress bars")
     summarize.set_defaults(func=cmd_summarize)
 
+    train = commands.add_parser(
+        "train", help="LoRA SFT of the recommender (LLM-TRSR and TALLRec systems)",
+        description="Fine-tune the recommender with trl's SFTTrainer and a peft LoRA adapter on "
+                    "the training users; saves the adapter every epoch and resumes from the "
+                    "last checkpoint. Runs under `accelerate launch` too.")
+    _add_params(train)
+    train.add_argument("--system", default="all",
+                       choices=["all", "llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"])
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score every system and baseline; metrics with CIs; Table 2",
+        description="Select each LLM system's best epoch on validation (Recall@3+5+10), score "
+                    "it on test, add the baselines, and write <work_dir>/results/metrics.parquet, "
+                    "per-user scores, table2.md and paired bootstrap tests against TALLRec.")
+    _add_params(evaluate)
+    evaluate.add_argument("--systems", default="all",
+                          help="comma list of llmtrsr-hierarchical, llmtrsr-recurrent, tallrec; "
+                               "'all' (default) or '' for none")
+    evaluate.add_argument("--baselines", default="all",
+                          help="comma list of random, popularity, embedding, zero-shot; 'all' "
+                               "(default) or '' for none")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     notebooks = commands.add_parser(
         "notebooks", help="run the notebook series with papermill",
         description="Execute notebooks/NN_*.ipynb in order with the params injected; executed "
@@ -139,11 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llmtrsr_utils.datasets.download import DownloadError
     from llmtrsr_utils.datasets.splits import DataNotFoundError
     from llmtrsr_utils.models import ModelLoadError
+    from llmtrsr_utils.recommend import AnswerTokenError
     from llmtrsr_utils.segmentation import PromptTooLongError
 
     # Errors about the user's input or environment: one clear line, no traceback.
     expected = (ConfigError, DataFormatError, DataNotFoundError, ModelLoadError, DownloadError,
-                PermissionError, PromptTooLongError)
+                PermissionError, PromptTooLongError, AnswerTokenError, FileNotFoundError)
     try:
         return args.func(args)
     except expected as err:

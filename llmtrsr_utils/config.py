@@ -111,7 +111,27 @@ class RecommenderConfig:
     load_in_8bit: bool = False
     trust_remote_code: bool = False
     max_length: int = field(default=2048, metadata=_at_least(64))
-    item_num: int = field(default=3, metadata=_at_least(0))
+    # Recent items shown in the prompt (paper: 3; 0 writes NULL); null: the whole history.
+    item_num: int | None = field(default=3, metadata=_at_least(0))
+    # Which summaries the prompt carries; none + item_num null is the TALLRec baseline.
+    summary: str = field(default="hierarchical",
+                         metadata=_choices("hierarchical", "recurrent", "none"))
+    answer_words: list[str] = field(default_factory=lambda: ["yes", "no"])
+    # A too-long prompt first cuts the summary to this many tokens, then drops oldest items.
+    min_summary_tokens: int = field(default=32, metadata=_at_least(1))
+    lora_r: int = field(default=8, metadata=_at_least(1))
+    lora_alpha: int = field(default=16, metadata=_at_least(1))
+    lora_dropout: float = field(default=0.05, metadata=_at_least(0.0))
+    learning_rate: float = field(default=1e-4, metadata=_at_least(0.0))
+    batch_size: int = field(default=1, metadata=_at_least(1))
+    gradient_accumulation_steps: int = field(default=64, metadata=_at_least(1))
+    epochs: int = field(default=8, metadata=_at_least(1))
+    # all: loss on every token (paper, eq. 1); answer: on the answer token only.
+    loss_on: str = field(default="all", metadata=_choices("all", "answer"))
+    gradient_checkpointing: bool = True  # no time cost on CPU here, 35% less memory
+    save_total_limit: int | None = None  # kept epoch checkpoints; None keeps all (for selection)
+    # Candidates scored per forward pass by the fast scorer (a user's 21 share one prefix).
+    score_batch_size: int = field(default=32, metadata=_at_least(1))
 
 
 @dataclass
@@ -356,6 +376,9 @@ def _check_metadata(meta: Mapping[str, Any], value: Any, key: str, source: str) 
 
 
 def _check_cross_field(cfg: Config, source: str) -> None:
+    if len(cfg.recommender.answer_words) != 2:
+        raise ConfigError(f"{source}: key 'recommender.answer_words' must list two words "
+                          f"(positive, negative); got {cfg.recommender.answer_words!r}")
     if cfg.data.min_history > cfg.data.max_history:
         raise ConfigError(f"{source}: key 'data.min_history' ({cfg.data.min_history}) must not "
                           f"exceed 'data.max_history' ({cfg.data.max_history})")

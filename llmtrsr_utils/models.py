@@ -216,6 +216,9 @@ def model_identity(name: str, revision: str | None = None,
     if resolved.spec and resolved.spec.gguf_path:
         source = json.loads((converted_dir(name, cache_dir) / "llmtrsr_source.json").read_text())
         identity["file_sha256"] = source["gguf_sha256"]
+    elif resolved.spec and resolved.spec.folder:
+        folder = resolved.spec.folder(resolve_cache_dir(str(cache_dir) if cache_dir else None))
+        identity["files"] = {p.name: sha256_of(p) for p in sorted(folder.glob("*.safetensors"))}
     elif resolved.spec and resolved.spec.name == "tiny-random-llama":
         identity["config"] = TINY_LLAMA_CONFIG
     elif resolved.local_path:

@@ -26,6 +26,8 @@ class DomainWords:
     goal: str  # what the summary should capture
     data_noun: str  # "news reading data": "Given the historical <data_noun> of a user"
     data_header: str  # "News Reading Data"
+    act: str  # "click on": what the recommender predicts the user will do
+    item: str  # "news article": one candidate
 
 
 DOMAINS: dict[str, DomainWords] = {
@@ -33,23 +35,27 @@ DOMAINS: dict[str, DomainWords] = {
         activity="news reading", items="news", verb="read", records="reading records",
         details="the categories and titles of the news",
         goal="the user's news reading preferences", data_noun="news reading data",
-        data_header="News Reading Data"),
+        data_header="News Reading Data",
+        act="click on", item="news article"),
     "shopping": DomainWords(
         activity="shopping", items="products", verb="purchased", records="purchases",
         details="the titles, descriptions, and attributes of the items they have bought",
         goal="the user's preferences, personality, and shopping habits",
         data_noun="purchase data",
-        data_header="Historical Purchase Data"),
+        data_header="Historical Purchase Data",
+        act="purchase", item="product"),
     "movies": DomainWords(
         activity="movie watching", items="movies", verb="watched", records="viewing records",
         details="the titles, release years, genres and tags of the movies they have rated",
         goal="the user's movie preferences", data_noun="movie watching data",
-        data_header="Movie Watching Data"),
+        data_header="Movie Watching Data",
+        act="watch", item="movie"),
     "generic": DomainWords(
         activity="interaction", items="items", verb="interacted with",
         records="interactions", details="the attributes of the items they have interacted with",
         goal="the user's preferences", data_noun="interaction data",
-        data_header="Interaction Data"),
+        data_header="Interaction Data",
+        act="interact with", item="item"),
 }
 
 
@@ -96,6 +102,34 @@ def recurrent_update(domain: str, previous_summary: str, items: Sequence[str]) -
             "preferences.\n\n"
             f"[Previous Preference Summary]\n{previous_summary}\n\n"
             f"[Recent {words.data_header}]\n{numbered(items)}")
+
+
+NULL_ITEMS = "NULL"  # the paper's placeholder when no recent item is shown (item_num 0)
+
+
+def recommendation(domain: str, summary: str | None, recent_items: Sequence[str],
+                   candidate: str, answers: Sequence[str] = ("yes", "no")) -> str:
+    """The recommender's prompt without its answer (Figure 8): instruction, preference summary,
+    recent items (oldest first), candidate. ``summary=None`` drops the summary part: with the
+    full history as recent items this is the TALLRec baseline."""
+    words = domain_words(domain)
+    yes, no = answers
+    history = numbered(recent_items) if recent_items else NULL_ITEMS
+    if summary is None:
+        return (f"Given information related to the historical {words.items} the user has "
+                f"{words.verb}, predict whether the user will {words.act} the given next "
+                f"{words.item}. Please output '{yes}' or '{no}'.\n\n"
+                f"[Historical Items]\n{history}\n\n"
+                f"[Next Item]\n{candidate}")
+    return (f"Given a preference summary of the user, and information related to the historical "
+            f"{words.items} the user has {words.verb}, predict whether the user will {words.act} "
+            f"the given next {words.item}. Note that the preference summary captures long-term "
+            "interests, while the recent items indicate short term interests. Both of them should "
+            "be holistically considered for a more comprehensive understanding of user behavior. "
+            f"Please output '{yes}' or '{no}'.\n\n"
+            f"[Preference Summary]\n{summary}\n\n"
+            f"[Historical Items]\n{history}\n\n"
+            f"[Next Item]\n{candidate}")
 
 
 class PromptFormatter:

@@ -1,0 +1,268 @@
+"""Evaluation: every system ranks the same frozen 1 + 20 candidates; metrics with bootstrap CIs.
+
+For each LLM system every saved epoch is scored on validation and the best by
+Recall@3+5+10 (the authors' rule) is reported on test. Baselines: random, popularity (training
+counts), text-embedding similarity, and the zero-shot LLM (the untrained recommender's p(yes) on
+the hierarchical prompt). Everything lands in one results table, ``<work_dir>/results/
+metrics.parquet``: one row per (system, split, epoch) with every metric's mean and 95% CI, the
+timings, the prompt shortening counts, and the params, versions and commit that produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import llmtrsr_utils
+from llmtrsr_utils import baselines, metrics
+from llmtrsr_utils.artifacts import git_commit, library_versions, write_json, write_parquet
+from llmtrsr_utils.config import Config
+from llmtrsr_utils.datasets.base import USER_ID
+from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset
+from llmtrsr_utils.models import load_causal_lm, load_tokenizer
+from llmtrsr_utils.recommend import (
+    SYSTEMS,
+    UserPrompts,
+    adapter_dir,
+    answer_token_ids,
+    list_checkpoints,
+    split_prompts,
+    system_config,
+)
+from llmtrsr_utils.scoring import score_fast
+
+log = logging.getLogger("llmtrsr")
+
+BASELINES = ("random", "popularity", "embedding", "zero-shot")
+DISPLAY_NAMES = {"llmtrsr-hierarchical": "LLM-TRSR-Hierarchical",
+                 "llmtrsr-recurrent": "LLM-TRSR-Recurrent", "tallrec": "TALLRec",
+                 "zero-shot": "Zero-shot LLM", "embedding": "Text embedding (MiniLM)",
+                 "popularity": "Popularity", "random": "Random"}
+
+
+def results_dir(cfg: Config) -> Path:
+    return cfg.work_path / "results"
+
+
+class UserScores:
+    """Scores of one system on one split, column 0 the positive."""
+
+    def __init__(self, user_ids: list[str], candidates: list[list[str]], scores: np.ndarray,
+                 seconds: float):
+        self.user_ids = user_ids
+        self.candidates = candidates
+        self.scores = scores
+        self.seconds = seconds
+
+    def per_user(self) -> pd.DataFrame:
+        return metrics.per_user_metrics(self.scores, user_ids=self.user_ids)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({USER_ID: self.user_ids, "candidates": self.candidates,
+                             "scores": [list(map(float, row)) for row in self.scores]})
+
+
+def score_llm(model, tokenizer, users: list[UserPrompts], yes_id: int, no_id: int,
+              batch_size: int) -> UserScores:
+    began = time.perf_counter()
+    rows = [score_fast(model, [tokenizer(p)["input_ids"] for p in user.prompts], yes_id, no_id,
+                       tokenizer.pad_token_id, batch_size=batch_size) for user in users]
+    return UserScores([u.user_id for u in users], [u.candidates for u in users],
+                      np.vstack(rows), time.perf_counter() - began)
+
+
+def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: float | None,
+         selected: bool, extra: dict[str, Any]) -> dict[str, Any]:
+    per_user = scores.per_user()
+    ci = metrics.bootstrap_ci(per_user, seed=cfg.seed, metrics=metrics.METRICS)
+    row: dict[str, Any] = {"system": system, "split": split, "epoch": epoch,
+                           "selected": selected, "n_users": len(per_user),
+                           "selection_score": metrics.selection_score(per_user)}
+    for name in metrics.METRICS:
+        row[name] = float(ci.loc[name, "mean"])
+        row[f"{name}_ci_low"] = float(ci.loc[name, "ci_low"])
+        row[f"{name}_ci_high"] = float(ci.loc[name, "ci_high"])
+    n_candidates = scores.scores.size
+    row.update({"scoring_seconds": round(scores.seconds, 3),
+                "candidates_per_second": round(n_candidates / scores.seconds, 2)
+                if scores.seconds else None,
+                "dataset": cfg.data.name, "recommender": cfg.recommender.model,
+                "summarizer": cfg.summarizer.model, "summary": cfg.recommender.summary,
+                "item_num": cfg.recommender.item_num, "seed": cfg.seed,
+                "params_hash": cfg.fingerprint(), "kit_version": llmtrsr_utils.__version__,
+                "git_commit": git_commit(), **extra})
+    return row
+
+
+def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
+                        ) -> tuple[list[dict[str, Any]], dict[str, UserScores]]:
+    """Score every epoch on validation, the best on test."""
+    from peft import PeftModel
+
+    scfg = system_config(cfg, system)
+    rec = scfg.recommender
+    checkpoints = list_checkpoints(adapter_dir(scfg, system))
+    if not checkpoints:
+        raise FileNotFoundError(f"{adapter_dir(scfg, system)}: no trained adapter for {system}; "
+                                f"run `llmtrsr train --system {system}` first")
+    tokenizer = load_tokenizer(rec.model, revision=rec.revision,
+                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+    valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer)
+    test_users, test_counts = split_prompts(scfg, "test", tokenizer)
+    yes_id, no_id = answer_token_ids(tokenizer, test_users[0].prompts[0], rec.answer_words)
+    base, _ = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
+                             load_in_8bit=rec.load_in_8bit,
+                             trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+    rows, kept = [], {}
+    best: tuple[float, float, Path] | None = None
+    for epoch, checkpoint in checkpoints:
+        model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
+        scores = score_llm(model, tokenizer, valid_users, yes_id, no_id, rec.score_batch_size)
+        base = model.unload()  # take the adapter out again: the next epoch starts clean
+        row = _row(scfg, system, "valid", scores, epoch=epoch, selected=False,
+                   extra={"checkpoint": str(checkpoint), **_prefixed(valid_counts)})
+        rows.append(row)
+        log.info("%s epoch %.2f: valid Recall@3+5+10 = %.4f", system, epoch,
+                 row["selection_score"])
+        if best is None or row["selection_score"] > best[0]:  # ties: the earlier epoch
+            best = (row["selection_score"], epoch, checkpoint)
+            kept["valid"] = scores
+    assert best is not None
+    _, best_epoch, best_checkpoint = best
+    for row in rows:
+        row["selected"] = row["epoch"] == best_epoch
+    model = PeftModel.from_pretrained(base, str(best_checkpoint)).eval()
+    kept["test"] = score_llm(model, tokenizer, test_users, yes_id, no_id, rec.score_batch_size)
+    rows.append(_row(scfg, system, "test", kept["test"], epoch=best_epoch, selected=True,
+                     extra={"checkpoint": str(best_checkpoint), **_prefixed(test_counts)}))
+    return rows, kept
+
+
+def _prefixed(counts: dict[str, int]) -> dict[str, int]:
+    return {f"prompt_{k}": v for k, v in counts.items() if k != "users"}
+
+
+def evaluate_zero_shot(cfg: Config) -> tuple[list[dict[str, Any]], dict[str, UserScores]]:
+    scfg = system_config(cfg, "llmtrsr-hierarchical")
+    rec = scfg.recommender
+    model, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
+                                      load_in_8bit=rec.load_in_8bit,
+                                      trust_remote_code=rec.trust_remote_code,
+                                      cache_dir=cfg.cache_dir)
+    rows, kept = [], {}
+    for split in ("valid", "test"):
+        users, counts = split_prompts(scfg, split, tokenizer)
+        yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
+        kept[split] = score_llm(model, tokenizer, users, yes_id, no_id, rec.score_batch_size)
+        rows.append(_row(scfg, "zero-shot", split, kept[split], epoch=None, selected=True,
+                         extra=_prefixed(counts)))
+    return rows, kept
+
+
+def evaluate_baseline(cfg: Config, name: str) -> tuple[list[dict[str, Any]],
+                                                       dict[str, UserScores]]:
+    if name == "zero-shot":
+        return evaluate_zero_shot(cfg)
+    data_dir = prepare_dataset(cfg)
+    train = load_split(data_dir, "train")
+    vectors = None
+    if name == "embedding":
+        vectors = baselines.item_embeddings(load_items(data_dir), "minilm-l6",
+                                            cfg.cache_path / "embeddings")
+    rows, kept = [], {}
+    for split in ("valid", "test"):
+        frame = load_split(data_dir, split)
+        began = time.perf_counter()
+        if name == "random":
+            scores = baselines.random_scores(frame, cfg.seed, split)
+        elif name == "popularity":
+            scores = baselines.popularity_scores(frame, baselines.popularity_counts(train))
+        elif name == "embedding":
+            scores = baselines.embedding_scores(frame, *vectors)
+        else:
+            raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+        kept[split] = UserScores(frame[USER_ID].tolist(), baselines.candidate_ids(frame), scores,
+                                 time.perf_counter() - began)
+        rows.append(_row(cfg, name, split, kept[split], epoch=None, selected=True, extra={}))
+    return rows, kept
+
+
+def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
+             baseline_names: Sequence[str] = BASELINES, *, progress: bool = True) -> pd.DataFrame:
+    """Evaluate systems and baselines; write the results table, per-user scores, Table 2 and
+    paired bootstrap tests against TALLRec. Returns this run's rows."""
+    out = results_dir(cfg)
+    rows: list[dict[str, Any]] = []
+    test_per_user: dict[str, pd.DataFrame] = {}
+    for name in [*systems, *baseline_names]:
+        log.info("evaluating %s", name)
+        if name in SYSTEMS:
+            new_rows, scores = evaluate_llm_system(cfg, name, progress=progress)
+        else:
+            new_rows, scores = evaluate_baseline(cfg, name)
+        rows += new_rows
+        for split, user_scores in scores.items():
+            write_parquet(user_scores.frame(), out / "scores" / f"{name}_{split}.parquet")
+        test_per_user[name] = scores["test"].per_user()
+    frame = pd.DataFrame(rows)
+    table = upsert_results(out / "metrics.parquet", frame)
+    write_table2(table[table["params_hash"] == cfg.fingerprint()], out)
+    if "tallrec" in test_per_user:
+        tests = [{"system": name, "versus": "tallrec", "metric": metric,
+                  **metrics.paired_bootstrap(per_user, test_per_user["tallrec"], metric,
+                                             seed=cfg.seed)}
+                 for name, per_user in test_per_user.items() if name != "tallrec"
+                 for metric in metrics.METRICS]
+        pd.DataFrame(tests).to_csv(out / "paired_tests.csv", index=False)
+    write_json({"params": cfg.to_dict(), "systems": list(systems),
+                "baselines": list(baseline_names), "library_versions": library_versions(),
+                "git_commit": git_commit()}, out / "evaluate.json")
+    return frame
+
+
+def upsert_results(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Add this run's rows to the results table, replacing rows with the same key."""
+    key = ["system", "split", "epoch", "params_hash"]
+    if path.is_file():
+        old = pd.read_parquet(path)
+        merged = pd.concat([old, new], ignore_index=True)
+        merged["_epoch_key"] = merged["epoch"].fillna(-1.0)
+        merged = merged.drop_duplicates(subset=[*[k for k in key if k != "epoch"], "_epoch_key"],
+                                        keep="last").drop(columns="_epoch_key")
+    else:
+        merged = new
+    write_parquet(merged.reset_index(drop=True), path)
+    return merged
+
+
+def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
+    """The paper's Table 2 from a results table: selected test rows, one per system."""
+    test = results[(results["split"] == "test") & results["selected"]]
+    order = [s for s in (*reversed(BASELINES), "tallrec", "llmtrsr-hierarchical",
+                         "llmtrsr-recurrent") if s in set(test["system"])]
+    table = {}
+    for system in order:
+        row = test[test["system"] == system].iloc[-1]
+        table[DISPLAY_NAMES.get(system, system)] = {
+            name: (f"{row[name]:.4f} [{row[f'{name}_ci_low']:.3f}, {row[f'{name}_ci_high']:.3f}]"
+                   if with_ci else round(row[name], 4)) for name in metrics.METRICS}
+    return pd.DataFrame(table).T
+
+
+def write_table2(results: pd.DataFrame, out: Path) -> None:
+    table = table2(results)
+    table.to_csv(out / "table2.csv")
+    (out / "table2.md").write_text(table.to_markdown() + "\n", encoding="utf-8")
+
+
+def load_results(cfg: Config) -> pd.DataFrame:
+    path = results_dir(cfg) / "metrics.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results yet; run `llmtrsr evaluate`")
+    return pd.read_parquet(path)

@@ -1,0 +1,215 @@
+"""Ranking metrics for the LLM-TRSR evaluation protocol, with bootstrap intervals and tests.
+
+The paper ranks, for every test user, one positive item among 20 sampled negatives and reports
+Recall@{3,5,10}, MRR@{3,5,10} and NDCG@{3,5,10}. Scores arrive as a float array of shape
+``(n_users, n_candidates)``; column 0 is the positive, the other columns are negatives, and a
+higher score ranks higher. Other modules rely on this convention.
+
+Ties are broken *against* the positive (its rank counts every negative scoring >= it), so a
+model that gives every candidate the same score gets the worst rank, not a lucky one.
+
+Written by hand rather than taken from a library: over a fixed candidate set with one positive
+these are a few lines of numpy, while the well-known libraries either do not support "one
+positive among sampled candidates, ties broken against the positive" (recommenders and ranx
+rank full item lists with their own tie handling) or pull heavy dependencies (torchmetrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+KS: tuple[int, ...] = (3, 5, 10)
+FAMILIES: tuple[str, ...] = ("recall", "mrr", "ndcg")
+
+
+def metric_names(ks: Sequence[int] = KS) -> list[str]:
+    """Column names for the given cut-offs, in the kit's fixed order (recall, mrr, ndcg)."""
+    return [f"{family}@{k}" for family in FAMILIES for k in ks]
+
+
+METRICS: list[str] = metric_names(KS)
+
+
+def _check_scores(scores: np.ndarray, user_ids: Sequence[str] | None = None) -> np.ndarray:
+    """Return scores as a float array, or raise naming the first bad row (and user, if known)."""
+    array = np.asarray(scores, dtype=float)
+    if array.ndim != 2 or array.shape[1] < 2:
+        raise ValueError(
+            "scores must be 2-D (n_users, n_candidates) with the positive in column 0 and at "
+            f"least one negative; got shape {array.shape}"
+        )
+    if user_ids is not None and len(user_ids) != array.shape[0]:
+        raise ValueError(f"{len(user_ids)} user_ids for {array.shape[0]} rows of scores")
+    bad_rows = np.flatnonzero(np.isnan(array).any(axis=1))
+    if bad_rows.size:
+        row = int(bad_rows[0])
+        who = f" (user {user_ids[row]!r})" if user_ids is not None else ""
+        raise ValueError(
+            f"scores contain NaN in row {row}{who}; {bad_rows.size} row(s) in all: "
+            f"{bad_rows[:5].tolist()}"
+        )
+    return array
+
+
+def positive_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based rank of the positive (column 0) in each row.
+
+    Ties are broken against the positive (pessimistic): rank = 1 + number of negatives with
+    score >= the positive's, so constant or degenerate scores cannot inflate the metrics.
+    Raises ValueError naming the row if a score is NaN, or if the array is not 2-D with >= 2
+    columns.
+    """
+    array = _check_scores(scores)
+    return 1 + (array[:, 1:] >= array[:, :1]).sum(axis=1)
+
+
+def per_user_metrics(
+    scores: np.ndarray, ks: Sequence[int] = KS, user_ids: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """One row per user with every metric, kept per user so intervals and tests can resample.
+
+    Columns are ``metric_names(ks)`` (recall@k..., mrr@k..., ndcg@k...) plus ``rank``; the index
+    is ``user_ids`` when given. With one relevant item IDCG = 1, so for rank r:
+    recall@k = [r <= k], mrr@k = 1/r if r <= k else 0, ndcg@k = 1/log2(r + 1) if r <= k else 0.
+    """
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+        raise ValueError(f"ks must be distinct positive integers; got {ks}")
+    if user_ids is not None:
+        user_ids = list(user_ids)
+        if len(set(user_ids)) != len(user_ids):
+            raise ValueError("user_ids must be unique (paired tests align users on them)")
+    ranks = positive_ranks(_check_scores(scores, user_ids))
+    columns: dict[str, np.ndarray] = {}
+    for k in ks:
+        columns[f"recall@{k}"] = (ranks <= k).astype(float)
+    for k in ks:
+        columns[f"mrr@{k}"] = np.where(ranks <= k, 1.0 / ranks, 0.0)
+    for k in ks:
+        columns[f"ndcg@{k}"] = np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+    columns["rank"] = ranks.astype(np.int64)
+    index = pd.Index(user_ids, name="user_id") if user_ids is not None else None
+    return pd.DataFrame(columns, index=index)
+
+
+def _metric_values(per_user: pd.DataFrame, metrics: Sequence[str]) -> np.ndarray:
+    """Pull metric columns as a float (n_users, n_metrics) array, refusing missing or NaN."""
+    missing = [m for m in metrics if m not in per_user.columns]
+    if missing:
+        raise ValueError(f"metrics not in the per-user table: {missing}")
+    values = per_user[list(metrics)].to_numpy(dtype=float)
+    if values.shape[0] == 0:
+        raise ValueError("per-user table is empty; nothing to bootstrap")
+    if np.isnan(values).any():
+        raise ValueError("per-user table contains NaN metric values")
+    return values
+
+
+def _boot_indices(n_users: int, n_boot: int, seed: int) -> np.ndarray:
+    """One (n_boot, n_users) resampling matrix, drawn once so every statistic shares it."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1; got {n_boot}")
+    return np.random.default_rng(seed).integers(0, n_users, size=(n_boot, n_users))
+
+
+def _check_level(level: float) -> float:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1); got {level}")
+    return (1.0 - level) / 2.0
+
+
+def bootstrap_ci(
+    per_user: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    metrics: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Mean and percentile-bootstrap interval per metric, because test sets here are small.
+
+    Users are resampled with replacement from a seeded numpy Generator; one (n_boot, n_users)
+    index matrix is drawn once and reused for every metric, so metrics are resampled jointly.
+    Rows are metrics (default: every column but ``rank``); columns are
+    ``['mean', 'ci_low', 'ci_high', 'n_users']``.
+    """
+    tail = _check_level(level)
+    if metrics is None:
+        metrics = [c for c in per_user.columns if c != "rank"]
+    metrics = list(metrics)
+    values = _metric_values(per_user, metrics)
+    n_users = values.shape[0]
+    idx = _boot_indices(n_users, n_boot, seed)
+    rows = []
+    for j in range(values.shape[1]):
+        column = values[:, j]
+        boot_means = column[idx].mean(axis=1)
+        low, high = np.quantile(boot_means, [tail, 1.0 - tail])
+        rows.append((float(column.mean()), float(low), float(high), n_users))
+    return pd.DataFrame(
+        rows,
+        index=pd.Index(metrics, name="metric"),
+        columns=["mean", "ci_low", "ci_high", "n_users"],
+    )
+
+
+def paired_bootstrap(
+    per_user_a: pd.DataFrame,
+    per_user_b: pd.DataFrame,
+    metric: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Paired bootstrap test of mean(a) - mean(b) over the same users.
+
+    Pairing (resampling per-user differences) removes between-user variance, which dominates
+    with 1-positive-in-21 metrics. Tables are aligned on their index and must hold the same
+    users. The p-value is the percentile-bootstrap p-value:
+    ``min(1, 2 * min(share of resampled diffs <= 0, share >= 0))``; it is 0 when no resampled
+    difference reaches 0, meaning below the 1/n_boot resolution, not exactly zero.
+    Returns ``{'diff', 'ci_low', 'ci_high', 'p_value'}``.
+    """
+    tail = _check_level(level)
+    for name, table in (("a", per_user_a), ("b", per_user_b)):
+        if not table.index.is_unique:
+            raise ValueError(f"per_user_{name} has duplicate user ids in its index")
+    only_a = per_user_a.index.difference(per_user_b.index)
+    only_b = per_user_b.index.difference(per_user_a.index)
+    if len(only_a) or len(only_b):
+        raise ValueError(
+            "paired_bootstrap needs the same users in both tables: "
+            f"{len(only_a)} only in a (e.g. {list(only_a[:5])}), "
+            f"{len(only_b)} only in b (e.g. {list(only_b[:5])})"
+        )
+    a = _metric_values(per_user_a, [metric])[:, 0]
+    b = _metric_values(per_user_b.loc[per_user_a.index], [metric])[:, 0]
+    diffs = a - b
+    boot = diffs[_boot_indices(diffs.size, n_boot, seed)].mean(axis=1)
+    low, high = np.quantile(boot, [tail, 1.0 - tail])
+    p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0))))
+    return {
+        "diff": float(diffs.mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": p_value,
+    }
+
+
+def selection_score(per_user: pd.DataFrame) -> float:
+    """The authors' checkpoint selection rule: mean recall@3 + recall@5 + recall@10.
+
+    Kept in one place so checkpoint choice matches the paper and never peeks at other metrics.
+    """
+    values = _metric_values(per_user, ["recall@3", "recall@5", "recall@10"])
+    return float(values.mean(axis=0).sum())
+
+
+def summarize(
+    scores: np.ndarray, user_ids: Sequence[str], n_boot: int = 1000, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Convenience for evaluation scripts: ``(per_user_metrics, bootstrap_ci)`` in one call."""
+    per_user = per_user_metrics(scores, KS, user_ids)
+    return per_user, bootstrap_ci(per_user, n_boot=n_boot, seed=seed)

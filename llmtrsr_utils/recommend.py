@@ -1,0 +1,317 @@
+"""The LLM recommender: five-part prompts, LoRA SFT with trl, checkpoints per epoch.
+
+Systems (paper Table 2):
+
+- ``llmtrsr-hierarchical`` / ``llmtrsr-recurrent``: preference summary + the ``item_num`` most
+  recent items + candidate (Figure 8);
+- ``tallrec``: no summary, the whole history + candidate (the paper's LLM baseline).
+
+Training text = prompt + answer word + end token, tokenized exactly as trl's SFTTrainer does for
+prompt-completion data (``tokenizer(prompt)``, ``tokenizer(prompt + completion)``); scoring uses
+the same tokenization, and :func:`answer_token_ids` refuses answer words that are not one token
+in that position. A prompt longer than ``max_length`` never loses its candidate or answer: the
+summary is shortened first, then the oldest items are dropped, and both are counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from llmtrsr_utils.artifacts import git_commit, library_versions, write_json
+from llmtrsr_utils.config import Config
+from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
+from llmtrsr_utils.datasets.splits import NEGATIVES, load_items, load_split, prepare_dataset
+from llmtrsr_utils.models import (
+    context_length,
+    default_device,
+    load_causal_lm,
+    load_tokenizer,
+    select_dtype,
+)
+from llmtrsr_utils.prompts import PromptFormatter, recommendation
+from llmtrsr_utils.segmentation import ELLIPSIS, PromptTooLongError
+
+log = logging.getLogger("llmtrsr")
+
+SYSTEMS: dict[str, dict[str, Any]] = {
+    "llmtrsr-hierarchical": {"summary": "hierarchical"},
+    "llmtrsr-recurrent": {"summary": "recurrent"},
+    "tallrec": {"summary": "none", "item_num": None},
+}
+
+
+class AnswerTokenError(ValueError):
+    """An answer word that the tokenizer does not turn into exactly one token after the prompt."""
+
+
+def system_config(cfg: Config, system: str) -> Config:
+    """The config with the recommender settings of one Table-2 system."""
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}")
+    return dataclasses.replace(cfg, recommender=dataclasses.replace(cfg.recommender,
+                                                                    **SYSTEMS[system]))
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in ".-" else "-" for c in name).strip("-")
+
+
+def adapter_dir(cfg: Config, system: str) -> Path:
+    return cfg.work_path / "adapters" / f"{system}_{_slug(cfg.recommender.model)}"
+
+
+# -- prompts ---------------------------------------------------------------------------------------
+
+@dataclass
+class UserPrompts:
+    """One user's candidates ([target, *negatives]), labels and rendered prompts (no answer)."""
+
+    user_id: str
+    candidates: list[str]
+    labels: list[int]
+    prompts: list[str]
+    summary_shortened: bool
+    items_dropped: int
+
+
+class RecommendationPrompts:
+    """Builds fitted prompts for one recommender tokenizer and one system's settings."""
+
+    def __init__(self, cfg: Config, tokenizer, domain: str):
+        rec = cfg.recommender
+        self.cfg = cfg
+        self.domain = domain
+        self.tokenizer = tokenizer
+        self.formatter = PromptFormatter(tokenizer)
+        limit = context_length(rec.model, revision=rec.revision,
+                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+        self.limit = min(rec.max_length, limit) if limit else rec.max_length
+        self.budget = self.limit - 2  # room for the answer token and the end token
+
+    def tokens(self, prompt: str) -> list[int]:
+        """Token ids exactly as trl tokenizes a prompt-completion example's prompt."""
+        return self.tokenizer(prompt)["input_ids"]
+
+    def render(self, summary: str | None, recent: list[str], candidate: str) -> str:
+        content = recommendation(self.domain, summary, recent, candidate,
+                                 self.cfg.recommender.answer_words)
+        return self.formatter.render(content)
+
+    def fit(self, summary: str | None, recent: list[str], longest_candidate: str,
+            user_id: str) -> tuple[str | None, list[str], bool, int]:
+        """Shorten the summary, then drop the oldest items, until the longest candidate fits."""
+        shortened, dropped = False, 0
+        tokens = len(self.tokens(self.render(summary, recent, longest_candidate)))
+        if tokens > self.budget and summary is not None:
+            ids = self.tokenizer(summary, add_special_tokens=False)["input_ids"]
+            floor = self.cfg.recommender.min_summary_tokens
+            keep = len(ids)
+            while tokens > self.budget and keep > floor:
+                keep = max(floor, keep - (tokens - self.budget))
+                summary = self.tokenizer.decode(ids[:keep]).rstrip() + ELLIPSIS
+                shortened = True
+                tokens = len(self.tokens(self.render(summary, recent, longest_candidate)))
+        while tokens > self.budget and recent:
+            recent = recent[1:]
+            dropped += 1
+            tokens = len(self.tokens(self.render(summary, recent, longest_candidate)))
+        if tokens > self.budget:
+            raise PromptTooLongError(
+                f"user {user_id}: the recommendation prompt needs {tokens} tokens with no recent "
+                f"item and a {self.cfg.recommender.min_summary_tokens}-token summary, over the "
+                f"budget of {self.budget}; the candidate is never cut: raise "
+                f"recommender.max_length or use fewer item attributes")
+        return summary, recent, shortened, dropped
+
+    def user_prompts(self, row: dict[str, Any], item_text: pd.Series, summary: str | None,
+                     negatives: list[str] | None = None) -> UserPrompts:
+        rec = self.cfg.recommender
+        history = list(row[HISTORY])
+        if rec.item_num is None:
+            recent_ids = history
+        else:
+            recent_ids = history[-rec.item_num:] if rec.item_num else []
+        recent = item_text.loc[recent_ids].tolist()
+        candidates = [row[TARGET], *(row[NEGATIVES] if negatives is None else negatives)]
+        texts = item_text.loc[candidates].tolist()
+        longest = max(texts, key=lambda t: len(self.tokenizer(t, add_special_tokens=False)
+                                                ["input_ids"]))
+        summary, recent, shortened, dropped = self.fit(summary, recent, longest, row[USER_ID])
+        prompts = [self.render(summary, recent, text) for text in texts]
+        return UserPrompts(row[USER_ID], candidates, [1] + [0] * (len(candidates) - 1), prompts,
+                           shortened, dropped)
+
+
+def answer_token_ids(tokenizer, prompt: str, answers: list[str]) -> tuple[int, int]:
+    """Ids of the (positive, negative) answer words as the training text tokenizes them.
+
+    Checks on a real prompt that ``prompt + word + end token`` tokenizes to the prompt's own ids
+    followed by exactly one token for the word (then the end token): a word split in two would
+    make p(yes) meaningless.
+    """
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    eos = tokenizer.eos_token or ""
+    found = []
+    for word in answers:
+        full = tokenizer(prompt + word + eos)["input_ids"]
+        tail = full[len(prompt_ids):]
+        expected_tail = 2 if eos else 1
+        if full[:len(prompt_ids)] != prompt_ids or len(tail) != expected_tail or (
+                eos and tail[-1] != tokenizer.eos_token_id):
+            pieces = tokenizer.convert_ids_to_tokens(tail)
+            raise AnswerTokenError(
+                f"answer word {word!r} is not a single token after the prompt as the training "
+                f"text tokenizes it (it becomes {pieces}); set recommender.answer_words to words "
+                f"that are single tokens for this tokenizer")
+        found.append(tail[0])
+    if found[0] == found[1]:
+        raise AnswerTokenError(f"answer words {answers} map to the same token {found[0]}")
+    return found[0], found[1]
+
+
+# -- data for a split ------------------------------------------------------------------------------
+
+def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None = None
+                  ) -> tuple[list[UserPrompts], dict[str, int]]:
+    """Prompts for every user of a split under cfg's recommender settings (summaries are
+    computed first if missing)."""
+    data_dir = prepare_dataset(cfg)
+    from llmtrsr_utils.datasets.splits import read_manifest
+
+    domain = read_manifest(data_dir)["domain"]
+    item_text = load_items(data_dir).set_index(ITEM_ID)["text"]
+    frame = load_split(data_dir, split)
+    if max_users is not None:
+        frame = frame.head(max_users)
+    summaries: dict[str, str] = {}
+    if cfg.recommender.summary != "none":
+        summaries = summaries_for(cfg, split, cfg.recommender.summary)
+    builder = RecommendationPrompts(cfg, tokenizer, domain)
+    users = [builder.user_prompts(row, item_text, summaries.get(row[USER_ID]))
+             for row in frame.to_dict("records")]
+    counts = {"users": len(users),
+              "summaries_shortened": sum(u.summary_shortened for u in users),
+              "recent_items_dropped": sum(u.items_dropped for u in users),
+              "users_with_items_dropped": sum(u.items_dropped > 0 for u in users)}
+    if counts["summaries_shortened"] or counts["recent_items_dropped"]:
+        log.warning("%s %s: %d summaries shortened, %d recent items dropped to fit %d tokens",
+                    split, cfg.recommender.summary, counts["summaries_shortened"],
+                    counts["recent_items_dropped"], builder.limit)
+    return users, counts
+
+
+def summaries_for(cfg: Config, split: str, paradigm: str) -> dict[str, str]:
+    """Final summaries of a split, summarizing first what is not there yet."""
+    from llmtrsr_utils.summarize import load_summaries, summaries_path, summarize_split
+
+    if not summaries_path(cfg, split, paradigm).is_file():
+        summarize_split(cfg, split, paradigm)
+    frame = load_summaries(cfg, split, paradigm)
+    return dict(zip(frame[USER_ID], frame["final_summary"], strict=True))
+
+
+# -- training --------------------------------------------------------------------------------------
+
+def attention_projections(model) -> list[str]:
+    """Names of the linear layers inside the model's attention blocks (LoRA targets), found
+    from the modules themselves: q/k/v/o_proj for Llama and Gemma, query_key_value/dense for
+    GPT-NeoX (Pythia), c_attn/c_proj for GPT-2."""
+    names: set[str] = set()
+    for module in model.modules():
+        if type(module).__name__.endswith(("Attention", "SelfAttention", "Attention2")):
+            for child_name, child in module.named_children():
+                if isinstance(child, torch.nn.Linear) or type(child).__name__ == "Conv1D":
+                    names.add(child_name)
+    if not names:
+        raise ValueError(f"no linear layer found inside attention modules of "
+                         f"{type(model).__name__}; cannot place LoRA adapters")
+    return sorted(names)
+
+
+def list_checkpoints(out_dir: Path) -> list[tuple[float, Path]]:
+    """(epoch, folder) of every saved checkpoint, oldest first."""
+    found = []
+    for folder in sorted(Path(out_dir).glob("checkpoint-*"),
+                         key=lambda p: int(p.name.split("-")[-1])):
+        state = folder / "trainer_state.json"
+        if state.is_file() and (folder / "adapter_model.safetensors").is_file():
+            found.append((float(json.loads(state.read_text())["epoch"]), folder))
+    return found
+
+
+def training_examples(users: list[UserPrompts], answers: list[str]) -> list[dict[str, str]]:
+    return [{"prompt": prompt, "completion": answers[0] if label else answers[1]}
+            for user in users for prompt, label in zip(user.prompts, user.labels, strict=True)]
+
+
+def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:
+    """LoRA SFT of one system; resumes from its last checkpoint. Returns the run record."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    cfg = system_config(cfg, system)
+    rec = cfg.recommender
+    out_dir = adapter_dir(cfg, system)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(rec.model, revision=rec.revision,
+                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir,
+                               padding_side="right")
+    users, counts = split_prompts(cfg, "train", tokenizer)
+    answer_ids = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
+    examples = training_examples(users, rec.answer_words)
+    device = default_device()
+    dtype = select_dtype(rec.dtype, device)
+    model, _ = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
+                              load_in_8bit=rec.load_in_8bit,
+                              trust_remote_code=rec.trust_remote_code, device=device,
+                              cache_dir=cfg.cache_dir)
+    targets = attention_projections(model)
+    lora = LoraConfig(r=rec.lora_r, lora_alpha=rec.lora_alpha, lora_dropout=rec.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(out_dir), per_device_train_batch_size=rec.batch_size,
+        gradient_accumulation_steps=rec.gradient_accumulation_steps,
+        num_train_epochs=rec.epochs, learning_rate=rec.learning_rate, optim="adamw_torch",
+        bf16=dtype == torch.bfloat16, fp16=False,
+        activation_checkpointing=rec.gradient_checkpointing, save_strategy="epoch",
+        save_total_limit=rec.save_total_limit, logging_steps=1, report_to="none",
+        seed=cfg.seed, data_seed=cfg.seed, max_length=rec.max_length,
+        completion_only_loss=rec.loss_on == "answer", disable_tqdm=not progress,
+        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
+                         processing_class=tokenizer, peft_config=lora)
+    last = get_last_checkpoint(str(out_dir))
+    if last:
+        log.info("%s: resuming from %s", system, last)
+    began = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - began
+    state = trainer.state
+    record = {
+        "system": system, "model": rec.model, "output_dir": str(out_dir),
+        "examples": len(examples), "lora_targets": targets, "answer_token_ids": answer_ids,
+        "global_step": state.global_step, "max_steps": state.max_steps,
+        "epochs": rec.epochs, "resumed_from": last, "train_seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / max(1, state.global_step - _step_of(last)), 3),
+        "train_loss": result.training_loss, "log_history": state.log_history,
+        "prompt_counts": counts, "checkpoints": [str(p) for _, p in list_checkpoints(out_dir)],
+        "params": cfg.to_dict(), "library_versions": library_versions(),
+        "git_commit": git_commit(),
+    }
+    write_json(record, out_dir / "training.json")
+    return record
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0

@@ -78,7 +78,8 @@ def score_llm(model, tokenizer, users: list[UserPrompts], yes_id: int, no_id: in
 
 
 def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: float | None,
-         selected: bool, extra: dict[str, Any]) -> dict[str, Any]:
+         selected: bool, extra: dict[str, Any], run_hash: str) -> dict[str, Any]:
+    """One results row; ``cfg`` is the system's config, ``run_hash`` the run's params hash."""
     per_user = scores.per_user()
     ci = metrics.bootstrap_ci(per_user, seed=cfg.seed, metrics=metrics.METRICS)
     row: dict[str, Any] = {"system": system, "split": split, "epoch": epoch,
@@ -95,7 +96,8 @@ def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: flo
                 "dataset": cfg.data.name, "recommender": cfg.recommender.model,
                 "summarizer": cfg.summarizer.model, "summary": cfg.recommender.summary,
                 "item_num": cfg.recommender.item_num, "seed": cfg.seed,
-                "params_hash": cfg.fingerprint(), "kit_version": llmtrsr_utils.__version__,
+                "params_hash": run_hash, "system_params_hash": cfg.fingerprint(),
+                "kit_version": llmtrsr_utils.__version__,
                 "git_commit": git_commit(), **extra})
     return row
 
@@ -113,8 +115,8 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
                                 f"run `llmtrsr train --system {system}` first")
     tokenizer = load_tokenizer(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
-    valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer)
-    test_users, test_counts = split_prompts(scfg, "test", tokenizer)
+    valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
+    test_users, test_counts = split_prompts(scfg, "test", tokenizer, progress=progress)
     yes_id, no_id = answer_token_ids(tokenizer, test_users[0].prompts[0], rec.answer_words)
     base, _ = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
                              load_in_8bit=rec.load_in_8bit,
@@ -126,7 +128,8 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
         scores = score_llm(model, tokenizer, valid_users, yes_id, no_id, rec.score_batch_size)
         base = model.unload()  # take the adapter out again: the next epoch starts clean
         row = _row(scfg, system, "valid", scores, epoch=epoch, selected=False,
-                   extra={"checkpoint": str(checkpoint), **_prefixed(valid_counts)})
+                   extra={"checkpoint": str(checkpoint), **_prefixed(valid_counts)},
+                   run_hash=cfg.fingerprint())
         rows.append(row)
         log.info("%s epoch %.2f: valid Recall@3+5+10 = %.4f", system, epoch,
                  row["selection_score"])
@@ -140,7 +143,8 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
     model = PeftModel.from_pretrained(base, str(best_checkpoint)).eval()
     kept["test"] = score_llm(model, tokenizer, test_users, yes_id, no_id, rec.score_batch_size)
     rows.append(_row(scfg, system, "test", kept["test"], epoch=best_epoch, selected=True,
-                     extra={"checkpoint": str(best_checkpoint), **_prefixed(test_counts)}))
+                     extra={"checkpoint": str(best_checkpoint), **_prefixed(test_counts)},
+                     run_hash=cfg.fingerprint()))
     return rows, kept
 
 
@@ -161,7 +165,7 @@ def evaluate_zero_shot(cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Use
         yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
         kept[split] = score_llm(model, tokenizer, users, yes_id, no_id, rec.score_batch_size)
         rows.append(_row(scfg, "zero-shot", split, kept[split], epoch=None, selected=True,
-                         extra=_prefixed(counts)))
+                         extra=_prefixed(counts), run_hash=cfg.fingerprint()))
     return rows, kept
 
 
@@ -189,18 +193,31 @@ def evaluate_baseline(cfg: Config, name: str) -> tuple[list[dict[str, Any]],
             raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
         kept[split] = UserScores(frame[USER_ID].tolist(), baselines.candidate_ids(frame), scores,
                                  time.perf_counter() - began)
-        rows.append(_row(cfg, name, split, kept[split], epoch=None, selected=True, extra={}))
+        rows.append(_row(cfg, name, split, kept[split], epoch=None, selected=True, extra={},
+                         run_hash=cfg.fingerprint()))
     return rows, kept
 
 
 def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
-             baseline_names: Sequence[str] = BASELINES, *, progress: bool = True) -> pd.DataFrame:
+             baseline_names: Sequence[str] = BASELINES, *, progress: bool = True,
+             reuse: bool = False) -> pd.DataFrame:
     """Evaluate systems and baselines; write the results table, per-user scores, Table 2 and
-    paired bootstrap tests against TALLRec. Returns this run's rows."""
+    paired bootstrap tests against TALLRec. Returns the rows of the systems asked for.
+
+    With ``reuse``, a system already evaluated with these params (rows in the table and its
+    score files present) is read back instead of scored again.
+    """
     out = results_dir(cfg)
     rows: list[dict[str, Any]] = []
     test_per_user: dict[str, pd.DataFrame] = {}
+    previous = load_results(cfg) if reuse and (out / "metrics.parquet").is_file() else None
     for name in [*systems, *baseline_names]:
+        done = _previous_rows(previous, name, cfg.fingerprint(), out)
+        if done is not None:
+            log.info("%s: already evaluated with these params; reusing", name)
+            rows += done.to_dict("records")
+            test_per_user[name] = _stored_per_user(out / "scores" / f"{name}_test.parquet")
+            continue
         log.info("evaluating %s", name)
         if name in SYSTEMS:
             new_rows, scores = evaluate_llm_system(cfg, name, progress=progress)
@@ -226,6 +243,22 @@ def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
     return frame
 
 
+def _previous_rows(previous: pd.DataFrame | None, name: str, run_hash: str, out: Path
+                   ) -> pd.DataFrame | None:
+    if previous is None:
+        return None
+    rows = previous[(previous["system"] == name) & (previous["params_hash"] == run_hash)]
+    complete = {"valid", "test"} <= set(rows["split"]) and all(
+        (out / "scores" / f"{name}_{split}.parquet").is_file() for split in ("valid", "test"))
+    return rows if complete else None
+
+
+def _stored_per_user(path: Path) -> pd.DataFrame:
+    frame = pd.read_parquet(path)
+    return metrics.per_user_metrics(np.vstack(frame["scores"].map(np.asarray)),
+                                    user_ids=frame[USER_ID].tolist())
+
+
 def upsert_results(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     """Add this run's rows to the results table, replacing rows with the same key."""
     key = ["system", "split", "epoch", "params_hash"]
@@ -243,16 +276,22 @@ def upsert_results(path: Path, new: pd.DataFrame) -> pd.DataFrame:
 
 def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
     """The paper's Table 2 from a results table: selected test rows, one per system."""
-    test = results[(results["split"] == "test") & results["selected"]]
-    order = [s for s in (*reversed(BASELINES), "tallrec", "llmtrsr-hierarchical",
-                         "llmtrsr-recurrent") if s in set(test["system"])]
     table = {}
-    for system in order:
-        row = test[test["system"] == system].iloc[-1]
-        table[DISPLAY_NAMES.get(system, system)] = {
+    for _, row in selected_test_rows(results).iterrows():
+        table[row["label"]] = {
             name: (f"{row[name]:.4f} [{row[f'{name}_ci_low']:.3f}, {row[f'{name}_ci_high']:.3f}]"
                    if with_ci else round(row[name], 4)) for name in metrics.METRICS}
     return pd.DataFrame(table).T
+
+
+def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per system (the selected test row), in Table 2 order, with a display label."""
+    test = results[(results["split"] == "test") & results["selected"]]
+    order = [s for s in (*reversed(BASELINES), "tallrec", "llmtrsr-hierarchical",
+                         "llmtrsr-recurrent") if s in set(test["system"])]
+    rows = pd.concat([test[test["system"] == s].tail(1) for s in order], ignore_index=True)
+    rows["label"] = rows["system"].map(lambda s: DISPLAY_NAMES.get(s, s))
+    return rows
 
 
 def write_table2(results: pd.DataFrame, out: Path) -> None:

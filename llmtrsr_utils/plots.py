@@ -80,3 +80,47 @@ def plot_summary_lengths(lengths: pd.DataFrame, seconds_per_user: dict[str, floa
     axes[1].set(title="Time per user", ylabel="seconds (this run)")
     fig.tight_layout()
     return save_figure(fig, out_dir, stem)
+
+
+def plot_training_curves(histories: dict[str, list[dict]], out_dir: Path,
+                         stem: str = "sft_loss") -> list[Path]:
+    """Training loss per optimizer step for each system (from trl's log history)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for system, history in histories.items():
+        points = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+        if points:
+            steps, losses = zip(*points, strict=True)
+            ax.plot(steps, [float(v) for v in losses], marker="o", markersize=3, label=system)
+    ax.set(title="LoRA SFT: training loss", xlabel="optimizer step", ylabel="loss")
+    ax.legend()
+    return save_figure(fig, out_dir, stem)
+
+
+def plot_table2(table: pd.DataFrame, out_dir: Path, stem: str = "table2") -> list[Path]:
+    """Table 2 as a figure: Recall@k and MRR@k per system with 95% bootstrap CIs as error bars.
+
+    ``table``: selected test rows of the results table (one per system), with metric columns
+    and their ``_ci_low`` / ``_ci_high``.
+    """
+    sns.set_theme(style="whitegrid", context="notebook")
+    families = ("recall", "mrr")
+    ks = (3, 5, 10)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=False)
+    systems = list(table["label"])
+    width = 0.8 / len(systems)
+    for ax, family in zip(axes, families, strict=True):
+        for i, (_, row) in enumerate(table.iterrows()):
+            names = [f"{family}@{k}" for k in ks]
+            means = [row[n] for n in names]
+            low = [row[n] - row[f"{n}_ci_low"] for n in names]
+            high = [row[f"{n}_ci_high"] - row[n] for n in names]
+            positions = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(ks))]
+            ax.bar(positions, means, width=width, yerr=[low, high], capsize=2,
+                   label=row["label"])
+        ax.set_xticks(range(len(ks)), [f"@{k}" for k in ks])
+        ax.set(title=f"{family.upper() if family == 'mrr' else 'Recall'}@k (test, 95% CI)",
+               ylabel=family, ylim=(0, 1.05))
+    axes[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return save_figure(fig, out_dir, stem)

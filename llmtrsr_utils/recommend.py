@@ -180,8 +180,8 @@ def answer_token_ids(tokenizer, prompt: str, answers: list[str]) -> tuple[int, i
 
 # -- data for a split ------------------------------------------------------------------------------
 
-def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None = None
-                  ) -> tuple[list[UserPrompts], dict[str, int]]:
+def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None = None,
+                  progress: bool = True) -> tuple[list[UserPrompts], dict[str, int]]:
     """Prompts for every user of a split under cfg's recommender settings (summaries are
     computed first if missing)."""
     data_dir = prepare_dataset(cfg)
@@ -194,7 +194,7 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
         frame = frame.head(max_users)
     summaries: dict[str, str] = {}
     if cfg.recommender.summary != "none":
-        summaries = summaries_for(cfg, split, cfg.recommender.summary)
+        summaries = summaries_for(cfg, split, cfg.recommender.summary, progress=progress)
     builder = RecommendationPrompts(cfg, tokenizer, domain)
     users = [builder.user_prompts(row, item_text, summaries.get(row[USER_ID]))
              for row in frame.to_dict("records")]
@@ -209,12 +209,13 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
     return users, counts
 
 
-def summaries_for(cfg: Config, split: str, paradigm: str) -> dict[str, str]:
+def summaries_for(cfg: Config, split: str, paradigm: str, *, progress: bool = True
+                  ) -> dict[str, str]:
     """Final summaries of a split, summarizing first what is not there yet."""
     from llmtrsr_utils.summarize import load_summaries, summaries_path, summarize_split
 
     if not summaries_path(cfg, split, paradigm).is_file():
-        summarize_split(cfg, split, paradigm)
+        summarize_split(cfg, split, paradigm, progress=progress)
     frame = load_summaries(cfg, split, paradigm)
     return dict(zip(frame[USER_ID], frame["final_summary"], strict=True))
 
@@ -267,7 +268,7 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
     tokenizer = load_tokenizer(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir,
                                padding_side="right")
-    users, counts = split_prompts(cfg, "train", tokenizer)
+    users, counts = split_prompts(cfg, "train", tokenizer, progress=progress)
     answer_ids = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     examples = training_examples(users, rec.answer_words)
     device = default_device()
@@ -311,6 +312,24 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
     }
     write_json(record, out_dir / "training.json")
     return record
+
+
+def example_prompts(cfg: Config, system: str, n_users: int = 1) -> pd.DataFrame:
+    """Training prompts of the first users, with their answer and token count (notebook 03)."""
+    cfg = system_config(cfg, system)
+    rec = cfg.recommender
+    tokenizer = load_tokenizer(rec.model, revision=rec.revision,
+                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+    users, _ = split_prompts(cfg, "train", tokenizer, max_users=n_users)
+    rows = [{"system": system, USER_ID: u.user_id, "answer": rec.answer_words[1 - label],
+             "tokens": len(tokenizer(prompt)["input_ids"]), "prompt": prompt}
+            for u in users for prompt, label in zip(u.prompts, u.labels, strict=True)]
+    return pd.DataFrame(rows)
+
+
+def training_record(cfg: Config, system: str) -> dict[str, Any]:
+    path = adapter_dir(system_config(cfg, system), system) / "training.json"
+    return json.loads(path.read_text())
 
 
 def _step_of(checkpoint: str | None) -> int:

@@ -63,10 +63,18 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
     assert table.loc["Avg. # of historical user behavior sequence", "movielens"] == 10
     assert table.loc["Avg. # of tokens corresponding to an item", "movielens"] > 3
     figures = tmp_path / "figures"
-    for stem in ("data_overview_movielens", "segmentation", "summary_lengths"):
+    for stem in ("data_overview_movielens", "segmentation", "summary_lengths", "sft_loss",
+                 "table2"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
     # 02: both paradigms' summaries for the test users
     for paradigm in ("hierarchical", "recurrent"):
         frame = pd.read_parquet(tmp_path / "summaries" /
                                 f"movielens_test_{paradigm}_tiny-random-llama.parquet")
         assert len(frame) == 3
+    # 03 + 04: every system trained, Table 2 written with every system and baseline
+    table2 = (figures / "table2.md").read_text()
+    for label in ("LLM-TRSR-Hierarchical", "LLM-TRSR-Recurrent", "TALLRec", "Random",
+                  "Popularity", "Text embedding (MiniLM)", "Zero-shot LLM"):
+        assert label in table2, label
+    results = pd.read_parquet(tmp_path / "results" / "metrics.parquet")
+    assert set(results["split"]) == {"valid", "test"}

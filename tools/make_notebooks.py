@@ -130,6 +130,75 @@ plots.plot_summary_lengths(lengths, seconds, cfg.figures_path)'''),
         new_code_cell('''flagged = pd.concat(frames.values())
 flagged[flagged["n_flagged_calls"] > 0][["user_id", "paradigm", "flags"]]'''),
     ],
+    "03_sft": [
+        new_markdown_cell(
+            "# 03 · Supervised fine-tuning (LoRA)\n\n"
+            "Trains the recommender of each Table-2 system with trl's `SFTTrainer` and a peft "
+            "LoRA adapter (r 8, alpha 16, dropout 0.05 on the attention projections): "
+            "LLM-TRSR with hierarchical or recurrent summaries and the 3 most recent items, and "
+            "TALLRec (no summary, full history). Each training user gives one positive and one "
+            "negative example; the answer is `yes` or `no` (paper section 4.3). Adapters are "
+            "saved every epoch; a finished system is not trained again, an interrupted one "
+            "resumes from its last checkpoint. Writes `figures/sft_loss.png`."),
+        new_code_cell(PARAMETERS + '''
+systems = ["llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"]''',
+                      metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+import pandas as pd
+
+from llmtrsr_utils import plots
+from llmtrsr_utils.recommend import example_prompts, train_system'''),
+        new_markdown_cell("## Example prompts with their token counts"),
+        new_code_cell('''examples = pd.concat([example_prompts(cfg, system) for system in systems])
+examples[["system", "user_id", "answer", "tokens"]]'''),
+        new_code_cell('''print(examples.iloc[0]["prompt"] + examples.iloc[0]["answer"])'''),
+        new_markdown_cell("## Training"),
+        new_code_cell('''records = {system: train_system(cfg, system) for system in systems}
+pd.DataFrame(records).T[["examples", "global_step", "train_loss", "seconds_per_step",
+                         "train_seconds", "resumed_from"]]'''),
+        new_code_cell('''histories = {s: r["log_history"] for s, r in records.items()}
+plots.plot_training_curves(histories, cfg.figures_path)'''),
+    ],
+    "04_evaluation": [
+        new_markdown_cell(
+            "# 04 · Evaluation (Table 2)\n\n"
+            "Every system ranks the same frozen candidates: 1 positive and 20 sampled negatives "
+            "per test user. LLM systems score p = softmax(logit yes, logit no)[yes]; each saved "
+            "epoch is scored on validation and the best by Recall@3+5+10 is reported on test. "
+            "Baselines: random, popularity (training counts), MiniLM text-embedding similarity "
+            "and the zero-shot LLM. Ties are broken against the positive. Intervals are 95% "
+            "bootstrap intervals over users. Writes `figures/table2.png` and `figures/table2.md`."),
+        new_code_cell(PARAMETERS + '''
+systems = ["llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"]
+baselines = ["random", "popularity", "embedding", "zero-shot"]''',
+                      metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+import pandas as pd
+
+from llmtrsr_utils import plots
+from llmtrsr_utils.evaluate import (evaluate, load_results, results_dir, selected_test_rows,
+                                    table2)
+
+evaluate(cfg, systems, baselines, reuse=True)  # scores only what is not evaluated yet
+results = load_results(cfg)
+results = results[results["params_hash"] == cfg.fingerprint()]'''),
+        new_markdown_cell("## Table 2 (test users, mean and 95% CI)"),
+        new_code_cell('''table = table2(results)
+(cfg.figures_path / "table2.md").parent.mkdir(parents=True, exist_ok=True)
+(cfg.figures_path / "table2.md").write_text(table.to_markdown() + "\\n")
+table'''),
+        new_code_cell('''plots.plot_table2(selected_test_rows(results), cfg.figures_path)'''),
+        new_markdown_cell("## Checkpoint selection on validation"),
+        new_code_cell('''valid = results[results["split"] == "valid"]
+valid[["system", "epoch", "selection_score", "selected", "recall@5", "mrr@5"]]'''),
+        new_markdown_cell("## Paired bootstrap tests against TALLRec (test users)"),
+        new_code_cell('''paired = results_dir(cfg) / "paired_tests.csv"
+pd.read_csv(paired).query("metric in ['recall@5', 'mrr@5']") if paired.is_file() else None'''),
+        new_markdown_cell("## Scoring speed and prompt shortening"),
+        new_code_cell('''columns = ["system", "split", "candidates_per_second", "scoring_seconds",
+           "prompt_summaries_shortened", "prompt_recent_items_dropped"]
+results[[c for c in columns if c in results.columns]]'''),
+    ],
 }
 
 

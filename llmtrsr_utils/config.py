@@ -77,19 +77,25 @@ class DataConfig:
 
 
 @dataclass
-class SummarizerConfig:
-    """The frozen LLM that writes preference summaries (paper section 4.1, 4.2)."""
+class ModelSettings:
+    """Which model and how to load it: shared by the summarizer and the recommender."""
 
     model: str = "smollm2-135m"
     revision: str | None = None
     dtype: str = field(default="auto", metadata=_choices("auto", "float32", "bfloat16", "float16"))
     load_in_8bit: bool = False
     trust_remote_code: bool = False
+    max_length: int = field(default=2048, metadata=_at_least(64))
+
+
+@dataclass
+class SummarizerConfig(ModelSettings):
+    """The frozen LLM that writes preference summaries (paper section 4.1, 4.2)."""
+
     block_size: int = field(default=5, metadata=_at_least(1))
     # Hierarchical: summaries merged per group of fan_in, layer after layer; 0 = all at once
     # (the paper's two levels).
     fan_in: int = field(default=0, metadata=_at_least(0))
-    max_length: int = field(default=2048, metadata=_at_least(64))
     max_new_tokens: int = field(default=150, metadata=_at_least(1))
     batch_size: int = field(default=16, metadata=_at_least(1))
     # Texts are never cut below this many tokens to make a prompt fit.
@@ -102,15 +108,9 @@ class SummarizerConfig:
 
 
 @dataclass
-class RecommenderConfig:
+class RecommenderConfig(ModelSettings):
     """The causal LM fine-tuned with LoRA to answer yes/no (paper section 4.3)."""
 
-    model: str = "smollm2-135m"
-    revision: str | None = None
-    dtype: str = field(default="auto", metadata=_choices("auto", "float32", "bfloat16", "float16"))
-    load_in_8bit: bool = False
-    trust_remote_code: bool = False
-    max_length: int = field(default=2048, metadata=_at_least(64))
     # Recent items shown in the prompt (paper: 3; 0 writes NULL); null: the whole history.
     item_num: int | None = field(default=3, metadata=_at_least(0))
     # Which summaries the prompt carries; none + item_num null is the TALLRec baseline.

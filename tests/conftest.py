@@ -88,3 +88,11 @@ def smoke_overrides(work_dir: Path, data_dir: Path, *extra: str) -> list[str]:
     """Overrides that turn params/smoke.yaml into an isolated run in work_dir."""
     return [f"work_dir={work_dir}", f"data.dir={data_dir}", f"figures_dir={work_dir / 'figures'}",
             *extra]
+
+
+def smoke_config(work_dir: Path, data_dir: Path, *extra: str):
+    """params/smoke.yaml isolated in work_dir, with its own generation cache."""
+    from llmtrsr_utils.config import load_config
+
+    return load_config(ROOT / "params" / "smoke.yaml", smoke_overrides(
+        work_dir, data_dir, f"summarizer.cache_file={work_dir / 'gen.sqlite'}", *extra))

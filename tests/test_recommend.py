@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 
-from llmtrsr_utils.config import load_config
 from llmtrsr_utils.models import load_causal_lm, load_tokenizer
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
 from llmtrsr_utils.recommend import (
@@ -24,16 +23,13 @@ from llmtrsr_utils.recommend import (
 )
 from llmtrsr_utils.scoring import score_dynamic, score_fast, score_padded_full, score_reference
 from llmtrsr_utils.segmentation import PromptTooLongError
-from tests.conftest import smoke_overrides
+from tests.conftest import smoke_config, smoke_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
 TRAIN = ["recommender.batch_size=2", "recommender.gradient_accumulation_steps=2"]
 
 
-def smoke_config(tmp_path, movielens_dir, *extra):
-    return load_config(SMOKE, smoke_overrides(
-        tmp_path, movielens_dir, f"summarizer.cache_file={tmp_path / 'gen.sqlite'}", *extra))
 
 
 def candidate_prompts(tokenizer, n: int = 21) -> list[list[int]]:

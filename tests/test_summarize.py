@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 
-from llmtrsr_utils.config import load_config
 from llmtrsr_utils.generation import GenerationCache
 from llmtrsr_utils.summarize import (
     Summarizer,
@@ -21,16 +20,12 @@ from llmtrsr_utils.summarize import (
     summaries_path,
     summarize_split,
 )
-from tests.conftest import smoke_overrides
+from tests.conftest import smoke_config, smoke_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
 
 
-def smoke_config(tmp_path, movielens_dir, *extra):
-    return load_config(SMOKE, smoke_overrides(tmp_path, movielens_dir,
-                                              f"summarizer.cache_file={tmp_path / 'gen.sqlite'}",
-                                              *extra))
 
 
 def history(n: int, user: str = "u1") -> UserHistory:

@@ -157,6 +157,12 @@ def resolve_model(name: str) -> ResolvedModel:
         f"local path, nor a Hugging Face hub id of the form org/name")
 
 
+def model_slug(name: str) -> str:
+    """A model name (registry name, hub id or path) as a file-name part: smollm2-135m,
+    EleutherAI-pythia-1.4b."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
+
+
 def select_dtype(requested: str = "auto", device: str | None = None) -> torch.dtype:
     """float32 on CPU (no native bf16 here: a trl step is ~15x slower in bf16), bf16 on GPUs
     that support it. An explicit request wins."""

@@ -29,12 +29,19 @@ import torch
 from llmtrsr_utils.artifacts import git_commit, library_versions, write_json
 from llmtrsr_utils.config import Config
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
-from llmtrsr_utils.datasets.splits import NEGATIVES, load_items, load_split, prepare_dataset
+from llmtrsr_utils.datasets.splits import (
+    NEGATIVES,
+    load_items,
+    load_split,
+    prepare_dataset,
+    read_manifest,
+)
 from llmtrsr_utils.models import (
     context_length,
     default_device,
     load_causal_lm,
     load_tokenizer,
+    model_slug,
     select_dtype,
 )
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
@@ -61,12 +68,8 @@ def system_config(cfg: Config, system: str) -> Config:
                                                                     **SYSTEMS[system]))
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in ".-" else "-" for c in name).strip("-")
-
-
 def adapter_dir(cfg: Config, system: str) -> Path:
-    return cfg.work_path / "adapters" / f"{system}_{_slug(cfg.recommender.model)}"
+    return cfg.work_path / "adapters" / f"{system}_{model_slug(cfg.recommender.model)}"
 
 
 # -- prompts ---------------------------------------------------------------------------------------
@@ -185,8 +188,6 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
     """Prompts for every user of a split under cfg's recommender settings (summaries are
     computed first if missing)."""
     data_dir = prepare_dataset(cfg)
-    from llmtrsr_utils.datasets.splits import read_manifest
-
     domain = read_manifest(data_dir)["domain"]
     item_text = load_items(data_dir).set_index(ITEM_ID)["text"]
     frame = load_split(data_dir, split)

@@ -15,7 +15,6 @@ assembles the output from the cache without generating anything again.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,7 +28,13 @@ from llmtrsr_utils.config import Config
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, USER_ID
 from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset, read_manifest
 from llmtrsr_utils.generation import CachedGenerator, GenerationCache, GenerationSettings
-from llmtrsr_utils.models import context_length, load_causal_lm, load_tokenizer, model_identity
+from llmtrsr_utils.models import (
+    context_length,
+    load_causal_lm,
+    load_tokenizer,
+    model_identity,
+    model_slug,
+)
 from llmtrsr_utils.prompts import PromptFormatter, hierarchical_merge, recurrent_update
 from llmtrsr_utils.segmentation import Block, PromptFitter, split_into_blocks
 
@@ -210,14 +215,10 @@ def cache_file(cfg: Config) -> Path:
         cfg.cache_path / "generations.sqlite"
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
-
-
 def summaries_path(cfg: Config, split: str, paradigm: str) -> Path:
     """One parquet per (dataset, split, paradigm, summarizer)."""
     return (cfg.work_path / "summaries" /
-            f"{cfg.data.name}_{split}_{paradigm}_{_slug(cfg.summarizer.model)}.parquet")
+            f"{cfg.data.name}_{split}_{paradigm}_{model_slug(cfg.summarizer.model)}.parquet")
 
 
 def split_histories(cfg: Config, split: str) -> tuple[list[UserHistory], str]:

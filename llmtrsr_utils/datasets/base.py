@@ -139,20 +139,6 @@ def read_records(path: str | Path, columns: Sequence[str], *, delimiter: str = "
     return frame
 
 
-def parse_int(value: str, path: Path | str, line: int, what: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise DataFormatError(path, line, f"an integer {what}", repr(value)) from None
-
-
-def parse_float(value: str, path: Path | str, line: int, what: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise DataFormatError(path, line, f"a number for {what}", repr(value)) from None
-
-
 def numeric_column(frame: pd.DataFrame, column: str, path: Path | str, *, header: bool,
                    kind: str = "float") -> pd.Series:
     """Convert a string column to numbers; the first bad value is reported with its line.

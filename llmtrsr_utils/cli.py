@@ -123,6 +123,39 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run_grid(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.grid import run_grid, summary
+
+    axes = dict(_axis(text) for text in args.axis)
+    report = run_grid(args.grid, args.params, args.overrides, axes=axes or None,
+                      runs_dir=args.runs_dir)
+    print(summary(report).to_string(index=False))
+    print(f"\n{len(report.ran)} ran, {len(report.skipped)} skipped (done), "
+          f"{len(report.failed)} failed; results: {report.results_path}")
+    return 1 if report.failed else 0
+
+
+def _axis(text: str) -> tuple[str, list]:
+    import yaml
+
+    key, sep, values = text.partition("=")
+    if not sep or not values:
+        raise ConfigError(f"--axis {text!r}: expected key=v1,v2, e.g. recommender.item_num=0,3")
+    return key.strip(), [yaml.safe_load(v) for v in values.split(",")]
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.plots import redraw
+
+    cfg = _config(args)
+    written, missing = redraw(cfg)
+    for path in written:
+        print(f"wrote {path}")
+    for line in missing:
+        print(f"not drawn: {line}", file=sys.stderr)
+    return 0 if written else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmtrsr", description="LLM-TRSR research kit: data, summaries, LoRA recommender, "
@@ -191,6 +224,28 @@ def build_parser() -> argparse.ArgumentParser:
                            help="run only notebooks whose name starts with PREFIX (repeatable)")
     notebooks.add_argument("--output-dir", default=None, help="where executed notebooks go")
     notebooks.set_defaults(func=cmd_notebooks)
+
+    grid = commands.add_parser(
+        "run-grid", help="run a notebook for every point of a grid (ablations)",
+        description="Execute the grid file's notebook with papermill for every combination of "
+                    "its axes into <runs_dir>/<grid>/<point>/ and append a row per finished "
+                    "point to <runs_dir>/<grid>/results.parquet. Points already there are "
+                    "skipped; a failed point is reported at the end (exit 1) and the others "
+                    "still run.")
+    grid.add_argument("grid", help="grid YAML, e.g. params/ablations/item_count.yaml")
+    _add_params(grid)
+    grid.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
+                      help="run only these values of one axis (repeatable), e.g. "
+                           "--axis recommender.item_num=0,3")
+    grid.add_argument("--runs-dir", default=None, help="default: the params' runs_dir")
+    grid.set_defaults(func=cmd_run_grid)
+
+    figures = commands.add_parser(
+        "figures", help="redraw every results figure from the saved tables",
+        description="Draw Table 2, Figures 9 to 11 and the efficiency charts into figures_dir "
+                    "from the results tables a run left; nothing is recomputed.")
+    _add_params(figures)
+    figures.set_defaults(func=cmd_figures)
     return parser
 
 
@@ -202,13 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llmtrsr_utils.datasets.base import DataFormatError
     from llmtrsr_utils.datasets.download import DownloadError
     from llmtrsr_utils.datasets.splits import DataNotFoundError
+    from llmtrsr_utils.grid import GridFailedError
     from llmtrsr_utils.models import ModelLoadError
     from llmtrsr_utils.recommend import AnswerTokenError
     from llmtrsr_utils.segmentation import PromptTooLongError
 
     # Errors about the user's input or environment: one clear line, no traceback.
     expected = (ConfigError, DataFormatError, DataNotFoundError, ModelLoadError, DownloadError,
-                PermissionError, PromptTooLongError, AnswerTokenError, FileNotFoundError)
+                PermissionError, PromptTooLongError, AnswerTokenError, FileNotFoundError,
+                GridFailedError)
     try:
         return args.func(args)
     except expected as err:

@@ -29,6 +29,12 @@ ENV_DATA_DIR = "LLMTRSR_DATA_DIR"
 ENV_CACHE_DIR = "LLMTRSR_CACHE_DIR"
 
 
+# Where outputs go and how fast they are made: no effect on any number a run reports.
+NOT_IN_FINGERPRINT = ("work_dir", "runs_dir", "figures_dir", "cache_dir", "ablations",
+                      "summarizer.batch_size", "summarizer.cache_file",
+                      "recommender.score_batch_size")
+
+
 class ConfigError(ValueError):
     """A params file or override that does not fit the schema."""
 
@@ -135,10 +141,24 @@ class RecommenderConfig(ModelSettings):
 
 
 @dataclass
+class AblationConfig:
+    """Grid values notebooks 05 to 07 run (Figures 9 to 11); null: the grid file's full list.
+
+    A CPU profile runs a reduced grid; the notebooks say which values they ran.
+    """
+
+    item_nums: list[int] | None = None
+    recommenders: list[str] | None = None
+    summarizers: list[str] | None = None
+
+
+@dataclass
 class Config:
     """Everything one run of the kit needs; recorded beside everything the run writes."""
 
     work_dir: str = "work"
+    # Grid runs (`llmtrsr run-grid`, notebooks 05 to 07): <runs_dir>/<grid>/<point>/.
+    runs_dir: str = "runs"
     # Where notebooks and `llmtrsr figures` write figures; relative to the project root.
     figures_dir: str = "figures"
     # Converted models and generation caches; None: $LLMTRSR_CACHE_DIR or ~/.cache/llmtrsr.
@@ -147,6 +167,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+    ablations: AblationConfig = field(default_factory=AblationConfig)
 
     # -- derived paths -------------------------------------------------------------------
     @property
@@ -157,6 +178,10 @@ class Config:
     def data_output_dir(self) -> Path:
         """Where the data stage writes items/train/valid/test parquet and the manifest."""
         return self.work_path / "data"
+
+    @property
+    def runs_path(self) -> Path:
+        return Path(self.runs_dir)
 
     @property
     def figures_path(self) -> Path:
@@ -171,10 +196,16 @@ class Config:
         return dataclasses.asdict(self)
 
     def fingerprint(self, *sections: str) -> str:
-        """sha256 of the canonical JSON of the whole config or of the named sections."""
+        """sha256 of the canonical JSON of the settings that change results (the whole config
+        less where things are written, batch sizes and ablation lists), or of the named
+        sections. Results rows carry it, so equal settings are recognised across runs."""
         payload = self.to_dict()
         if sections:
             payload = {name: payload[name] for name in sections}
+        else:
+            for key in NOT_IN_FINGERPRINT:
+                section, _, name = key.rpartition(".")
+                (payload[section] if section else payload).pop(name, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

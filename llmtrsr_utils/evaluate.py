@@ -31,9 +31,12 @@ from llmtrsr_utils.recommend import (
     UserPrompts,
     adapter_dir,
     answer_token_ids,
+    is_trained,
     list_checkpoints,
     split_prompts,
     system_config,
+    train_system,
+    training_record,
 )
 from llmtrsr_utils.scoring import score_fast
 
@@ -109,10 +112,11 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
 
     scfg = system_config(cfg, system)
     rec = scfg.recommender
+    if not is_trained(cfg, system):  # a notebook or grid point run alone trains what it lacks
+        log.info("%s: no finished adapter at %s; training it first", system,
+                 adapter_dir(cfg, system))
+        train_system(cfg, system, progress=progress)
     checkpoints = list_checkpoints(adapter_dir(scfg, system))
-    if not checkpoints:
-        raise FileNotFoundError(f"{adapter_dir(scfg, system)}: no trained adapter for {system}; "
-                                f"run `llmtrsr train --system {system}` first")
     tokenizer = load_tokenizer(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
     valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
@@ -200,12 +204,13 @@ def evaluate_baseline(cfg: Config, name: str) -> tuple[list[dict[str, Any]],
 
 def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
              baseline_names: Sequence[str] = BASELINES, *, progress: bool = True,
-             reuse: bool = False) -> pd.DataFrame:
+             reuse: bool = False, write_tables: bool = True) -> pd.DataFrame:
     """Evaluate systems and baselines; write the results table, per-user scores, Table 2 and
     paired bootstrap tests against TALLRec. Returns the rows of the systems asked for.
 
     With ``reuse``, a system already evaluated with these params (rows in the table and its
-    score files present) is read back instead of scored again.
+    score files present) is read back instead of scored again. ``write_tables=False`` (grid
+    points) adds rows to the results table but leaves the run's Table 2 files alone.
     """
     out = results_dir(cfg)
     rows: list[dict[str, Any]] = []
@@ -229,6 +234,8 @@ def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
         test_per_user[name] = scores["test"].per_user()
     frame = pd.DataFrame(rows)
     table = upsert_results(out / "metrics.parquet", frame)
+    if not write_tables:
+        return frame
     write_table2(table[table["params_hash"] == cfg.fingerprint()], out)
     if "tallrec" in test_per_user:
         tests = [{"system": name, "versus": "tallrec", "metric": metric,
@@ -305,3 +312,31 @@ def load_results(cfg: Config) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results yet; run `llmtrsr evaluate`")
     return pd.read_parquet(path)
+
+
+def point_result(cfg: Config, system: str) -> dict[str, Any]:
+    """One grid point's outcome: the system's selected test row (every metric with its CI, the
+    scoring speed) plus its training cost, for the grid's results table."""
+    results = load_results(cfg)
+    rows = results[(results["system"] == system) & (results["params_hash"] == cfg.fingerprint())
+                   & (results["split"] == "test") & results["selected"]]
+    if rows.empty:
+        raise LookupError(f"{results_dir(cfg)}: no selected test row for {system} with these "
+                          f"params; evaluate it first")
+    row = rows.iloc[-1].to_dict()
+    keep = ["system", "epoch", "n_users", "scoring_seconds", "candidates_per_second",
+            "params_hash", "kit_version", "git_commit",
+            *[c for c in row if c.split("_ci_")[0] in metrics.METRICS]]
+    result = {k: _plain(row[k]) for k in keep if k in row}
+    if system in SYSTEMS:
+        record = training_record(cfg, system)
+        result.update({"train_seconds": record["train_seconds"],
+                       "seconds_per_step": record["seconds_per_step"],
+                       "train_steps": record["global_step"],
+                       "train_examples": record["examples"]})
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python ones, so the result is JSON."""
+    return value.item() if hasattr(value, "item") else value

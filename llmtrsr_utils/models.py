@@ -124,6 +124,8 @@ REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
               is_available=_smollm2_available),
     ModelSpec("llama-2-7b", "causal-lm", "the paper's recommender", "7B", "Llama 2 Community",
               "hub (internet, gated)", hub_id="meta-llama/Llama-2-7b-hf"),
+    ModelSpec("llama-2-13b", "causal-lm", "Figure 11's smaller summarizer", "13B",
+              "Llama 2 Community", "hub (internet, gated)", hub_id="meta-llama/Llama-2-13b-hf"),
     ModelSpec("llama-30b-instruct", "causal-lm", "the paper's summarizer (8-bit on GPU)", "30B",
               "Llama (non-commercial)", "hub (internet)", hub_id="upstage/llama-30b-instruct-2048"),
     ModelSpec("pythia-1.4b", "causal-lm", "Figure 10 recommender size ladder", "1.4B",

@@ -124,3 +124,167 @@ def plot_table2(table: pd.DataFrame, out_dir: Path, stem: str = "table2") -> lis
     axes[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return save_figure(fig, out_dir, stem)
+
+
+def _metric_lines(ax: plt.Axes, rows: pd.DataFrame, x: str, family: str,
+                  categorical: bool) -> None:
+    """Lines for family@3/5/10 against x, CIs as error bars."""
+    positions = range(len(rows)) if categorical else rows[x]
+    for k, marker in zip((3, 5, 10), ("o", "s", "^"), strict=True):
+        name = f"{family}@{k}"
+        errors = [rows[name] - rows[f"{name}_ci_low"], rows[f"{name}_ci_high"] - rows[name]]
+        ax.errorbar(list(positions), rows[name], yerr=errors, marker=marker, capsize=3,
+                    label=f"@{k}")
+    if categorical:
+        ax.set_xticks(list(positions), list(rows[x]))
+    ax.set_ylim(0, 1.05)
+
+
+def plot_item_count(rows: pd.DataFrame, out_dir: Path, stem: str = "figure9_item_count"
+                    ) -> list[Path]:
+    """Figure 9: Recall@k and MRR@k against the number of recent items in the prompt, one row
+    of panels per paradigm. ``rows``: grid results with ``axis.recommender.item_num`` and
+    ``system`` columns."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    systems = [s for s in ("llmtrsr-hierarchical", "llmtrsr-recurrent")
+               if s in set(rows["system"])]
+    fig, axes = plt.subplots(len(systems), 2, figsize=(10, 3.6 * len(systems)), squeeze=False)
+    for r, system in enumerate(systems):
+        part = rows[rows["system"] == system].sort_values("axis.recommender.item_num")
+        for c, family in enumerate(("recall", "mrr")):
+            ax = axes[r][c]
+            _metric_lines(ax, part, "axis.recommender.item_num", family, categorical=False)
+            ax.set(title=f"{_label(system)}: {_family(family)}@k",
+                   xlabel="recent items in the prompt (item_num)", ylabel=_family(family))
+            ax.set_xticks(sorted(part["axis.recommender.item_num"].unique()))
+            ax.legend(title="k", fontsize="small")
+    fig.suptitle("Number of recent items (paper Figure 9), test users, 95% CI", y=1.0)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, stem)
+
+
+def plot_model_size(rows: pd.DataFrame, axis: str, title: str, out_dir: Path, stem: str
+                    ) -> list[Path]:
+    """Figures 10 and 11: Recall@k and MRR@k against the model on ``axis`` (grid order, which
+    lists models smallest first)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    column = f"axis.{axis}"
+    order = list(dict.fromkeys(rows[column]))
+    part = rows.set_index(column).loc[order].reset_index()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, family in zip(axes, ("recall", "mrr"), strict=True):
+        _metric_lines(ax, part, column, family, categorical=True)
+        ax.set(title=f"{_family(family)}@k", xlabel=axis.split(".")[0] + " model",
+               ylabel=_family(family))
+        ax.legend(title="k", fontsize="small")
+    fig.suptitle(f"{title}, test users, 95% CI", y=1.02)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, stem)
+
+
+def plot_efficiency(table: pd.DataFrame, out_dir: Path, stem: str = "efficiency"
+                    ) -> list[Path]:
+    """What summarization buys: prompt tokens per example, SFT seconds per step, scoring
+    candidates per second and peak memory, per system (one row each in ``table``)."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    panels = [("prompt_tokens_mean", "prompt tokens per example", "prompt_tokens_max"),
+              ("sft_seconds_per_step", "SFT seconds per step", None),
+              ("candidates_per_second", "scoring candidates / s", None),
+              ("peak_memory_gib", "peak memory (GiB)", None)]
+    panels = [p for p in panels if p[0] in table.columns]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8))
+    labels = [_label(s) for s in table["system"]]
+    palette = sns.color_palette(n_colors=len(labels))
+    for ax, (column, title, upper) in zip(axes, panels, strict=True):
+        ax.bar(labels, table[column], color=palette)
+        if upper and upper in table.columns:
+            ax.scatter(labels, table[upper], marker="_", s=400, color="black", label="max")
+            ax.legend(fontsize="small")
+        ax.set(title=title)
+        ax.tick_params(axis="x", rotation=30)
+        for tick in ax.get_xticklabels():
+            tick.set_ha("right")
+    device = table["device"].iloc[0] if "device" in table.columns else ""
+    fig.suptitle(f"LLM-TRSR against TALLRec's full history ({device})", y=1.02)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, stem)
+
+
+def plot_prompt_growth(curve: pd.DataFrame, limit: int, out_dir: Path,
+                       stem: str = "efficiency_prompt_growth") -> list[Path]:
+    """Prompt tokens against history length: TALLRec grows with every item, LLM-TRSR stays
+    flat; the context limit is marked. ``curve``: history_length, system, tokens."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    sns.lineplot(data=curve, x="history_length", y="tokens", hue="system", ax=ax)
+    ax.axhline(limit, color="black", linestyle="--", label=f"context limit {limit}")
+    ax.set(title="Recommendation prompt length against history length",
+           xlabel="items in the user's history", ylabel="prompt tokens")
+    ax.legend(fontsize="small")
+    return save_figure(fig, out_dir, stem)
+
+
+def _family(family: str) -> str:
+    return "MRR" if family == "mrr" else "Recall"
+
+
+def _label(system: str) -> str:
+    from llmtrsr_utils.evaluate import DISPLAY_NAMES
+
+    return DISPLAY_NAMES.get(system, system)
+
+
+GRID_FIGURES = {
+    "figure9_item_count": lambda rows, out, stem: plot_item_count(rows, out, stem),
+    "figure10_recommender_size": lambda rows, out, stem: plot_model_size(
+        rows, "recommender.model", "Recommender size (paper Figure 10)", out, stem),
+    "figure11_summarizer_size": lambda rows, out, stem: plot_model_size(
+        rows, "summarizer.model", "Summarizer size, item_num 0 (paper Figure 11)", out, stem),
+}
+
+
+def redraw(cfg, grid_files: list[Path] | None = None) -> tuple[list[Path], list[str]]:
+    """Every results figure of a profile from its saved tables, nothing rerun (`llmtrsr
+    figures`): Table 2, Figures 9 to 11 from the grids' tables, the efficiency charts.
+    Returns (figures written, sources not found)."""
+    from llmtrsr_utils import efficiency, grid
+    from llmtrsr_utils.config import project_root
+    from llmtrsr_utils.evaluate import load_results, selected_test_rows, table2
+
+    written: list[Path] = []
+    missing: list[str] = []
+    out = cfg.figures_path
+    try:
+        results = load_results(cfg)
+        results = results[results["params_hash"] == cfg.fingerprint()]
+        if results.empty:
+            raise FileNotFoundError("no rows with these params")
+        written += plot_table2(selected_test_rows(results), out)
+        (out / "table2.md").write_text(table2(results).to_markdown() + "\n", encoding="utf-8")
+        written.append(out / "table2.md")
+    except FileNotFoundError as err:
+        missing.append(f"Table 2: {err}")
+    files = grid_files if grid_files is not None else sorted(
+        (project_root() / "params" / "ablations").glob("*.yaml"))
+    for grid_file in files:
+        spec = grid.load_grid(grid_file)
+        path = grid.grid_dir(cfg, spec) / grid.RESULTS
+        if spec.figure not in GRID_FIGURES:
+            continue
+        rows = grid.rows_for(grid.load_grid_results(path), cfg) if path.is_file() else None
+        if rows is None or rows.empty:
+            missing.append(f"{spec.figure}: no rows for these params in {path}")
+            continue
+        written += GRID_FIGURES[spec.figure](rows, out, spec.figure)
+    table_path = efficiency.efficiency_path(cfg)
+    if table_path.is_file():
+        written += plot_efficiency(pd.read_parquet(table_path), out)
+    else:
+        missing.append(f"efficiency: {table_path} not found")
+    curve_path = efficiency.prompt_growth_path(cfg)
+    if curve_path.is_file():
+        curve = pd.read_parquet(curve_path)
+        written += plot_prompt_growth(curve, int(curve["limit"].iloc[0]), out)
+    else:
+        missing.append(f"prompt growth: {curve_path} not found")
+    return written, missing

@@ -16,6 +16,7 @@ summary is shortened first, then the oldest items are dropped, and both are coun
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -68,8 +69,34 @@ def system_config(cfg: Config, system: str) -> Config:
                                                                     **SYSTEMS[system]))
 
 
+def training_fingerprint(cfg: Config) -> str:
+    """sha256 of everything that changes a trained adapter: seed, data, recommender settings,
+    and the summarizer's when the prompt carries a summary (scoring-only settings excluded)."""
+    payload = cfg.to_dict()
+    recommender = {k: v for k, v in payload["recommender"].items() if k != "score_batch_size"}
+    kept = {"seed": payload["seed"], "data": payload["data"], "recommender": recommender}
+    if cfg.recommender.summary != "none":
+        kept["summarizer"] = {k: v for k, v in payload["summarizer"].items()
+                              if k not in ("batch_size", "cache_file")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
 def adapter_dir(cfg: Config, system: str) -> Path:
-    return cfg.work_path / "adapters" / f"{system}_{model_slug(cfg.recommender.model)}"
+    """One folder per system and training setting, so grid points never share an adapter and
+    identical settings (an ablation point equal to the main run) reuse one."""
+    cfg = system_config(cfg, system)
+    return (cfg.work_path / "adapters" /
+            f"{system}_{model_slug(cfg.recommender.model)}_{training_fingerprint(cfg)[:10]}")
+
+
+def is_trained(cfg: Config, system: str) -> bool:
+    """True when the system's training finished (its record exists and names every epoch)."""
+    path = adapter_dir(cfg, system) / "training.json"
+    if not path.is_file():
+        return False
+    record = json.loads(path.read_text())
+    return record.get("global_step") == record.get("max_steps") and bool(
+        list_checkpoints(adapter_dir(cfg, system)))
 
 
 # -- prompts ---------------------------------------------------------------------------------------
@@ -213,9 +240,9 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
 def summaries_for(cfg: Config, split: str, paradigm: str, *, progress: bool = True
                   ) -> dict[str, str]:
     """Final summaries of a split, summarizing first what is not there yet."""
-    from llmtrsr_utils.summarize import load_summaries, summaries_path, summarize_split
+    from llmtrsr_utils.summarize import load_summaries, summaries_current, summarize_split
 
-    if not summaries_path(cfg, split, paradigm).is_file():
+    if not summaries_current(cfg, split, paradigm):
         summarize_split(cfg, split, paradigm, progress=progress)
     frame = load_summaries(cfg, split, paradigm)
     return dict(zip(frame[USER_ID], frame["final_summary"], strict=True))
@@ -255,17 +282,20 @@ def training_examples(users: list[UserPrompts], answers: list[str]) -> list[dict
             for user in users for prompt, label in zip(user.prompts, user.labels, strict=True)]
 
 
-def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:
-    """LoRA SFT of one system; resumes from its last checkpoint. Returns the run record."""
+def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = True,
+                  **overrides: Any):
+    """trl's SFTTrainer with a LoRA adapter for one system, on its training users.
+
+    Returns (trainer, info) where info holds the examples count, LoRA targets, answer token ids
+    and prompt shortening counts. ``overrides`` go to SFTConfig (e.g. max_steps, save_strategy
+    for the efficiency study).
+    """
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     cfg = system_config(cfg, system)
     rec = cfg.recommender
-    out_dir = adapter_dir(cfg, system)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir,
                                padding_side="right")
@@ -281,7 +311,7 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
     targets = attention_projections(model)
     lora = LoraConfig(r=rec.lora_r, lora_alpha=rec.lora_alpha, lora_dropout=rec.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
-    args = SFTConfig(
+    settings = dict(
         output_dir=str(out_dir), per_device_train_batch_size=rec.batch_size,
         gradient_accumulation_steps=rec.gradient_accumulation_steps,
         num_train_epochs=rec.epochs, learning_rate=rec.learning_rate, optim="adamw_torch",
@@ -291,8 +321,24 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
         seed=cfg.seed, data_seed=cfg.seed, max_length=rec.max_length,
         completion_only_loss=rec.loss_on == "answer", disable_tqdm=not progress,
         use_cpu=not device.startswith("cuda"), dataloader_num_workers=0)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, peft_config=lora)
+    settings.update(overrides)
+    trainer = SFTTrainer(model=model, args=SFTConfig(**settings),
+                         train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
+                         peft_config=lora)
+    info = {"examples": len(examples), "lora_targets": targets, "answer_token_ids": answer_ids,
+            "prompt_counts": counts, "device": device}
+    return trainer, info
+
+
+def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:
+    """LoRA SFT of one system; resumes from its last checkpoint. Returns the run record."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    cfg = system_config(cfg, system)
+    rec = cfg.recommender
+    out_dir = adapter_dir(cfg, system)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer, info = build_trainer(cfg, system, out_dir, progress=progress)
     last = get_last_checkpoint(str(out_dir))
     if last:
         log.info("%s: resuming from %s", system, last)
@@ -302,12 +348,14 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
     state = trainer.state
     record = {
         "system": system, "model": rec.model, "output_dir": str(out_dir),
-        "examples": len(examples), "lora_targets": targets, "answer_token_ids": answer_ids,
+        "examples": info["examples"], "lora_targets": info["lora_targets"],
+        "answer_token_ids": info["answer_token_ids"],
         "global_step": state.global_step, "max_steps": state.max_steps,
         "epochs": rec.epochs, "resumed_from": last, "train_seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / max(1, state.global_step - _step_of(last)), 3),
         "train_loss": result.training_loss, "log_history": state.log_history,
-        "prompt_counts": counts, "checkpoints": [str(p) for _, p in list_checkpoints(out_dir)],
+        "prompt_counts": info["prompt_counts"],
+        "checkpoints": [str(p) for _, p in list_checkpoints(out_dir)],
         "params": cfg.to_dict(), "library_versions": library_versions(),
         "git_commit": git_commit(),
     }

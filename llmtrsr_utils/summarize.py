@@ -14,6 +14,7 @@ assembles the output from the cache without generating anything again.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -272,6 +273,25 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
     return record
 
 
+def summaries_current(cfg: Config, split: str, paradigm: str) -> bool:
+    """True when the split's summaries on disk were made with these data and summarizer
+    settings (a grid point that changes either regenerates; the generation cache makes repeated
+    prompts free)."""
+    path = summaries_path(cfg, split, paradigm)
+    record_path = path.with_suffix(".json")
+    if not (path.is_file() and record_path.is_file()):
+        return False
+    made_with = json.loads(record_path.read_text()).get("params", {})
+    ignored = ("batch_size", "cache_file")
+    now = cfg.to_dict()
+
+    def settings(params: dict[str, Any]) -> dict[str, Any]:
+        summarizer = {k: v for k, v in params.get("summarizer", {}).items() if k not in ignored}
+        return {"seed": params.get("seed"), "data": params.get("data"), "summarizer": summarizer}
+
+    return settings(made_with) == settings(now)
+
+
 def load_summaries(cfg: Config, split: str, paradigm: str) -> pd.DataFrame:
     path = summaries_path(cfg, split, paradigm)
     if not path.is_file():
@@ -317,3 +337,20 @@ def read_record(cfg: Config, split: str, paradigm: str) -> dict[str, Any]:
     import json
 
     return json.loads(summaries_path(cfg, split, paradigm).with_suffix(".json").read_text())
+
+
+def summaries_by_model(cfg: Config, models: list[str], split: str, n_users: int = 2,
+                       paradigm: str = "hierarchical") -> pd.DataFrame:
+    """The first users' final summaries from each summarizer, one column per model (notebook
+    07); summarizes what is missing."""
+    import dataclasses
+
+    from llmtrsr_utils.recommend import summaries_for
+
+    columns = {}
+    for model in models:
+        mcfg = dataclasses.replace(cfg, summarizer=dataclasses.replace(cfg.summarizer,
+                                                                       model=model))
+        summaries = summaries_for(mcfg, split, paradigm, progress=False)
+        columns[model] = dict(list(summaries.items())[:n_users])
+    return pd.DataFrame(columns).rename_axis(USER_ID)

@@ -87,7 +87,7 @@ def real_movielens_root() -> Path:
 def smoke_overrides(work_dir: Path, data_dir: Path, *extra: str) -> list[str]:
     """Overrides that turn params/smoke.yaml into an isolated run in work_dir."""
     return [f"work_dir={work_dir}", f"data.dir={data_dir}", f"figures_dir={work_dir / 'figures'}",
-            *extra]
+            f"runs_dir={work_dir / 'runs'}", *extra]
 
 
 def smoke_config(work_dir: Path, data_dir: Path, *extra: str):

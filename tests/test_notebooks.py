@@ -16,13 +16,14 @@ from tests.conftest import smoke_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = series(ROOT)
+GRID_POINT = ROOT / "notebooks" / "grid_point.ipynb"
 
 
-def test_series_exists():
-    assert [nb.name[:2] for nb in NOTEBOOKS][:1] == ["00"]
+def test_series_is_numbered_00_to_08():
+    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(9)]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*NOTEBOOKS, GRID_POINT], ids=lambda p: p.name)
 def test_one_parameters_cell_and_no_outputs(path):
     cells = json.loads(path.read_text())["cells"]
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -33,7 +34,7 @@ def test_one_parameters_cell_and_no_outputs(path):
 
 def test_notebooks_match_their_generator(tmp_path):
     """tools/make_notebooks.py is the source; the committed JSON must be what it writes."""
-    for path in NOTEBOOKS:
+    for path in [*NOTEBOOKS, GRID_POINT]:
         before = path.read_text()
         subprocess.run([sys.executable, str(ROOT / "tools" / "make_notebooks.py")], check=True,
                        capture_output=True)
@@ -64,8 +65,10 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
     assert table.loc["Avg. # of tokens corresponding to an item", "movielens"] > 3
     figures = tmp_path / "figures"
     for stem in ("data_overview_movielens", "segmentation", "summary_lengths", "sft_loss",
-                 "table2"):
+                 "table2", "figure9_item_count", "figure10_recommender_size",
+                 "figure11_summarizer_size", "efficiency", "efficiency_prompt_growth"):
         assert (figures / f"{stem}.png").stat().st_size > 10_000, stem
+        assert (figures / f"{stem}.pdf").is_file(), stem
     # 02: both paradigms' summaries for the test users
     for paradigm in ("hierarchical", "recurrent"):
         frame = pd.read_parquet(tmp_path / "summaries" /
@@ -78,3 +81,35 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
         assert label in table2, label
     results = pd.read_parquet(tmp_path / "results" / "metrics.parquet")
     assert set(results["split"]) == {"valid", "test"}
+
+    # 05: the reduced grid of params/smoke.yaml (item_num 0 and 3, both paradigms); the points
+    # equal to the main run reused its adapters instead of training again.
+    item_count = pd.read_parquet(tmp_path / "runs" / "item_count" / "results.parquet")
+    points = zip(item_count["system"], item_count["axis.recommender.item_num"], strict=True)
+    assert sorted(points) == [
+        ("llmtrsr-hierarchical", 0), ("llmtrsr-hierarchical", 3),
+        ("llmtrsr-recurrent", 0), ("llmtrsr-recurrent", 3)]
+    adapters = sorted(p.name for p in (tmp_path / "adapters").iterdir())
+    assert len(adapters) == 5, adapters  # 3 systems of notebook 03 + 2 at item_num 0
+    for name in ("recommender_size", "summarizer_size"):
+        assert len(pd.read_parquet(tmp_path / "runs" / name / "results.parquet")) == 1
+    # 08: one efficiency row per measured system, TALLRec's prompts the longer
+    efficiency = pd.read_parquet(tmp_path / "efficiency" / "efficiency.parquet").set_index(
+        "system")
+    assert set(efficiency.index) == {"llmtrsr-hierarchical", "tallrec"}
+    assert efficiency.loc["tallrec", "prompt_tokens_mean"] > efficiency.loc[
+        "llmtrsr-hierarchical", "prompt_tokens_mean"]
+    assert (efficiency["peak_memory_gib"] > 0).all()
+    assert (efficiency["sft_seconds_per_step"] > 0).all()
+
+    # `llmtrsr figures` redraws every results figure from the saved tables alone.
+    for path in figures.glob("*.png"):
+        path.unlink()
+    from llmtrsr_utils.config import load_config
+    from llmtrsr_utils.plots import redraw
+
+    written, missing = redraw(load_config(ROOT / "params" / "smoke.yaml", overrides))
+    assert not missing, missing
+    assert {p.name for p in written if p.suffix == ".png"} == {
+        "table2.png", "figure9_item_count.png", "figure10_recommender_size.png",
+        "figure11_summarizer_size.png", "efficiency.png", "efficiency_prompt_growth.png"}

@@ -22,6 +22,15 @@ SETUP = '''from llmtrsr_utils.config import load_config, use_project_root
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)'''
 
+GRID_SETUP = '''axes = grid.profile_axes(cfg, grid_file)  # the params' reduced values, if any
+spec = grid.load_grid(grid_file, axes)
+print("grid run here:", spec.axes)'''
+
+RUN_GRID = '''report = grid.run_grid(grid_file, params_file, overrides, axes=axes)
+grid.summary(report)  # points run now, skipped as already done, failed'''
+
+RAISE_ON_FAILURE = '''grid.raise_on_failure(report)  # after the figure: a failure fails the run'''
+
 NOTEBOOKS = {
     "00_data_exploration": [
         new_markdown_cell(
@@ -199,11 +208,142 @@ pd.read_csv(paired).query("metric in ['recall@5', 'mrr@5']") if paired.is_file()
            "prompt_summaries_shortened", "prompt_recent_items_dropped"]
 results[[c for c in columns if c in results.columns]]'''),
     ],
+    "05_ablation_item_count": [
+        new_markdown_cell(
+            "# 05 · Ablation: recent items in the prompt (Figure 9)\n\n"
+            "The recommendation prompt carries the preference summary and the `item_num` most "
+            "recent items. The paper varies `item_num` from 0 to 5 for both paradigms "
+            "(Figure 9). Each grid point trains what it lacks and evaluates one system through "
+            "`notebooks/grid_point.ipynb` (papermill), into `<runs_dir>/item_count/<point>/`; "
+            "points already in `results.parquet` are skipped. Adapters and summaries are shared "
+            "with notebooks 03 and 04, so the point equal to the main run costs nothing.\n\n"
+            "**Grid run here:** `ablations.item_nums` of the params (the CPU default runs a "
+            "reduced grid; `params/paper_*.yaml` and the grid file have all six values)."),
+        new_code_cell(PARAMETERS + '''
+grid_file = "params/ablations/item_count.yaml"''', metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+from llmtrsr_utils import grid, plots
+
+''' + GRID_SETUP),
+        new_code_cell(RUN_GRID),
+        new_markdown_cell("## Results (test users, mean and 95% CI)"),
+        new_code_cell('''rows = grid.rows_for(grid.load_grid_results(report.results_path), cfg)
+grid.metric_table(rows, ["system", "axis.recommender.item_num"])'''),
+        new_code_cell('''plots.plot_item_count(rows, cfg.figures_path)'''),
+        new_code_cell(RAISE_ON_FAILURE),
+    ],
+    "06_ablation_recommender_size": [
+        new_markdown_cell(
+            "# 06 · Ablation: recommender size (Figure 10)\n\n"
+            "LLM-TRSR-Hierarchical with recommenders of growing size, everything else fixed. "
+            "The paper's ladder is Pythia-1.4b, Pythia-2.8b and Llama-2-7b "
+            "(`params/paper_*.yaml`); offline, the ladder is SmolLM2-135M and Gemma-3-270M.\n\n"
+            "**Grid run here:** `ablations.recommenders` of the params, else the grid file's "
+            "list."),
+        new_code_cell(PARAMETERS + '''
+grid_file = "params/ablations/recommender_size.yaml"''', metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+from llmtrsr_utils import grid, plots
+
+''' + GRID_SETUP),
+        new_code_cell(RUN_GRID),
+        new_markdown_cell("## Results (test users, mean and 95% CI)"),
+        new_code_cell('''rows = grid.rows_for(grid.load_grid_results(report.results_path), cfg)
+grid.metric_table(rows, ["axis.recommender.model", "train_seconds", "seconds_per_step"])'''),
+        new_code_cell('''plots.plot_model_size(rows, "recommender.model",
+                      "Recommender size (paper Figure 10)", cfg.figures_path,
+                      "figure10_recommender_size")'''),
+        new_code_cell(RAISE_ON_FAILURE),
+    ],
+    "07_ablation_summarizer_size": [
+        new_markdown_cell(
+            "# 07 · Ablation: summarizer size (Figure 11)\n\n"
+            "Summaries written by summarizers of different size, read by the same recommender "
+            "with no recent item in the prompt (`item_num` 0), so the summary alone describes "
+            "the user. The paper compares Llama-2-13b with Llama-30b-instruct and finds the "
+            "smaller one's summaries disorganised; offline, SmolLM2-135M and Gemma-3-270M (a "
+            "base model without chat template). The same users' summaries from each are shown "
+            "below.\n\n"
+            "**Grid run here:** `ablations.summarizers` of the params, else the grid file's "
+            "list."),
+        new_code_cell(PARAMETERS + '''
+grid_file = "params/ablations/summarizer_size.yaml"
+n_users_shown = 2''', metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+import pandas as pd
+
+from llmtrsr_utils import grid, plots
+from llmtrsr_utils.summarize import summaries_by_model
+
+''' + GRID_SETUP),
+        new_code_cell(RUN_GRID),
+        new_markdown_cell("## Results (test users, mean and 95% CI)"),
+        new_code_cell('''rows = grid.rows_for(grid.load_grid_results(report.results_path), cfg)
+grid.metric_table(rows, ["axis.summarizer.model"])'''),
+        new_code_cell('''plots.plot_model_size(rows, "summarizer.model",
+                      "Summarizer size, item_num 0 (paper Figure 11)", cfg.figures_path,
+                      "figure11_summarizer_size")'''),
+        new_markdown_cell("## The same users' summaries from each summarizer"),
+        new_code_cell('''with pd.option_context("display.max_colwidth", None):
+    display(summaries_by_model(cfg, spec.axes["summarizer.model"], "test", n_users_shown))'''),
+        new_code_cell(RAISE_ON_FAILURE),
+    ],
+    "08_efficiency": [
+        new_markdown_cell(
+            "# 08 · Efficiency: what summarization buys\n\n"
+            "The paper's motivation, measured: TALLRec puts the whole history in the prompt, "
+            "LLM-TRSR a summary and a few recent items. For each system, on the same test "
+            "users: prompt tokens per example, SFT seconds per optimizer step (a few steps of "
+            "the real trainer), scoring candidates per second (fast scorer) and peak memory, "
+            "each system in its own process. Then the prompt length against history length, "
+            "against the context limit. Writes `figures/efficiency.png` and "
+            "`figures/efficiency_prompt_growth.png`."),
+        new_code_cell(PARAMETERS + '''
+systems = ["llmtrsr-hierarchical", "tallrec"]
+n_users = 2  # test users scored per system
+sft_steps = 2  # optimizer steps timed per system (after one warm-up step)''',
+                      metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP + '''
+from llmtrsr_utils import efficiency, plots
+
+table = efficiency.measure(cfg, params_file, overrides, systems, n_users=n_users,
+                           sft_steps=sft_steps)
+table[["system", "device", "prompt_tokens_mean", "prompt_tokens_max", "sft_seconds_per_step",
+       "candidates_per_second", "scoring_peak_memory_gib", "peak_memory_gib"]]'''),
+        new_code_cell('''plots.plot_efficiency(table, cfg.figures_path)'''),
+        new_markdown_cell("## Prompt length against history length"),
+        new_code_cell('''curve = efficiency.prompt_growth(cfg)
+plots.plot_prompt_growth(curve, int(curve["limit"].iloc[0]), cfg.figures_path)
+curve.pivot(index="history_length", columns="system", values="tokens")'''),
+    ],
 }
+
+# Not part of the numbered series: what `llmtrsr run-grid` executes for each grid point.
+GRID_POINT = [
+    new_markdown_cell(
+        "# Grid point: train what is missing, evaluate one system\n\n"
+        "Executed by `llmtrsr run-grid` for each point of a grid (or directly: `papermill "
+        "notebooks/grid_point.ipynb OUT.ipynb -p params_file P -p system S -p output_dir D`). "
+        "Writes `result.json` into `output_dir`: the system's selected test row (every metric "
+        "with its 95% CI) and its training cost."),
+    new_code_cell(PARAMETERS + '''
+system = "llmtrsr-hierarchical"
+output_dir = "."''', metadata={"tags": ["parameters"]}),
+    new_code_cell(SETUP + '''
+from pathlib import Path
+
+from llmtrsr_utils.artifacts import write_json
+from llmtrsr_utils.evaluate import evaluate, point_result
+
+evaluate(cfg, [system], [], reuse=True, write_tables=False)  # trains first when needed
+result = point_result(cfg, system)
+write_json(result, Path(output_dir) / "result.json")
+result'''),
+]
 
 
 def main() -> None:
-    for name, cells in NOTEBOOKS.items():
+    for name, cells in {**NOTEBOOKS, "grid_point": GRID_POINT}.items():
         notebook = new_notebook(cells=cells, metadata={
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
             "language_info": {"name": "python"}})

@@ -1,0 +1,315 @@
+"""Batch runs: one notebook execution per grid point, one results row per finished point.
+
+A grid file (``params/ablations/*.yaml``) names the notebook each point runs and the axes to
+cross: dotted config keys (``recommender.item_num``) and ``system`` (a Table-2 system, passed to
+the notebook). ``llmtrsr run-grid`` executes the points with papermill into
+``<runs_dir>/<grid>/<point>/`` and appends a row per finished point to
+``<runs_dir>/<grid>/results.parquet``: every param, every metric with its CI, the timings.
+
+Restarting is free: a point whose row is in the table (same settings) is skipped; a failed point
+is reported at the end and the others still run; rows are appended by writing a new table under
+a temporary name and renaming it, so a kill never leaves a half-written or duplicated row.
+Summaries and adapters are shared with every other run through the work dir and the caches.
+
+papermill is the executor (it injects parameters and keeps the executed notebook); what is
+written here is only the grid bookkeeping, which no library does for notebooks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from llmtrsr_utils.artifacts import write_parquet
+from llmtrsr_utils.config import (
+    Config,
+    ConfigError,
+    apply_override,
+    config_from_dict,
+    load_config,
+    project_root,
+)
+
+log = logging.getLogger("llmtrsr")
+
+SYSTEM_AXIS = "system"
+GRID_KEYS = {"name", "description", "notebook", "axes", "figure"}
+RESULTS = "results.parquet"
+
+
+@dataclass
+class Grid:
+    """A grid file: which notebook, which axes; values are crossed in the order written."""
+
+    name: str
+    notebook: Path
+    axes: dict[str, list[Any]]
+    description: str = ""
+    figure: str | None = None
+    source: str = ""
+
+
+@dataclass
+class Point:
+    """One combination of axis values."""
+
+    values: dict[str, Any]
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def system(self) -> str:
+        return self.values.get(SYSTEM_AXIS, "llmtrsr-hierarchical")
+
+    @property
+    def name(self) -> str:
+        """A folder name that says what the point is: ``item_num-3_llmtrsr-hierarchical``."""
+        parts = [str(v) if k == SYSTEM_AXIS else f"{k.rsplit('.', 1)[-1]}-{v}"
+                 for k, v in self.values.items()]
+        return re.sub(r"[^A-Za-z0-9._=-]+", "-", "_".join(parts))
+
+
+@dataclass
+class GridReport:
+    """What a grid run did: points run now, skipped as done, and failed (name, error)."""
+
+    grid: str
+    results_path: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None) -> Grid:
+    """Read and check a grid file; ``axes`` replaces the values of named axes (a reduced grid)."""
+    from llmtrsr_utils.recommend import SYSTEMS
+
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: grid file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with keys {', '.join(sorted(GRID_KEYS))}")
+    unknown = set(raw) - GRID_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known: "
+                          f"{', '.join(sorted(GRID_KEYS))}")
+    for key in ("notebook", "axes"):
+        if key not in raw:
+            raise ConfigError(f"{source}: missing key '{key}'")
+    if not isinstance(raw["axes"], dict) or not raw["axes"]:
+        raise ConfigError(f"{source}: key 'axes' expects a mapping of axis -> list of values")
+    grid_axes = {str(k): v for k, v in raw["axes"].items()}
+    for key, values in (axes or {}).items():
+        if key not in grid_axes:
+            raise ConfigError(f"{source}: cannot reduce axis '{key}': the grid's axes are "
+                              f"{', '.join(grid_axes)}")
+        grid_axes[key] = list(values)
+    for key, values in grid_axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: axis '{key}' expects a non-empty list of values")
+        if key == SYSTEM_AXIS:
+            bad = [v for v in values if v not in SYSTEMS]
+            if bad:
+                raise ConfigError(f"{source}: axis 'system': unknown {bad}; known: "
+                                  f"{', '.join(SYSTEMS)}")
+            continue
+        for value in values:  # the schema checks key and type now, before any point runs
+            trial: dict[str, Any] = {}
+            try:
+                apply_override(trial, f"{key}={json.dumps(value)}")
+                config_from_dict(trial, source="value")
+            except ConfigError as err:
+                raise ConfigError(f"{source}: axis '{key}': {err}") from None
+    notebook = Path(raw["notebook"])
+    if not notebook.is_absolute():
+        notebook = project_root() / notebook
+    if not notebook.is_file():
+        raise ConfigError(f"{source}: key 'notebook': {notebook} does not exist")
+    return Grid(name=str(raw.get("name") or path.stem), notebook=notebook, axes=grid_axes,
+                description=str(raw.get("description", "")), figure=raw.get("figure"),
+                source=source)
+
+
+# The params' ablation lists that reduce a grid axis (a CPU profile runs fewer values).
+ABLATION_AXES = {"recommender.item_num": "item_nums", "recommender.model": "recommenders",
+                 "summarizer.model": "summarizers"}
+
+
+def profile_axes(cfg: Config, grid_file: str | Path) -> dict[str, list[Any]]:
+    """The axes of a grid file that the params' ``ablations`` section reduces."""
+    spec = load_grid(grid_file)
+    axes = {}
+    for axis, name in ABLATION_AXES.items():
+        values = getattr(cfg.ablations, name)
+        if axis in spec.axes and values is not None:
+            axes[axis] = list(values)
+    return axes
+
+
+def expand(grid: Grid) -> list[Point]:
+    """Every combination of axis values, first axis slowest."""
+    keys = list(grid.axes)
+    points = []
+    for combo in itertools.product(*(grid.axes[k] for k in keys)):
+        values = dict(zip(keys, combo, strict=True))
+        overrides = [f"{k}={json.dumps(v)}" for k, v in values.items() if k != SYSTEM_AXIS]
+        points.append(Point(values, overrides))
+    return points
+
+
+def point_key(cfg: Config, system: str) -> str:
+    """Identifies a finished point: the settings that change results, and the system."""
+    return f"{cfg.fingerprint()}:{system}"
+
+
+def flat_params(cfg: Config) -> dict[str, Any]:
+    """Every parameter as a ``param.<dotted key>`` column (lists as JSON text)."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"param.{prefix}{key}"] = json.dumps(value) if isinstance(value, list) \
+                    else value
+    walk(cfg.to_dict(), "")
+    return flat
+
+
+def grid_dir(cfg: Config, grid: Grid, runs_dir: str | Path | None = None) -> Path:
+    base = Path(runs_dir) if runs_dir is not None else cfg.runs_path
+    return base / grid.name
+
+
+def load_grid_results(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no grid results yet; run `llmtrsr run-grid`")
+    return pd.read_parquet(path)
+
+
+def append_row(path: Path, row: dict[str, Any]) -> pd.DataFrame:
+    """Add a row, replacing an older row of the same point (atomic: temp file, then rename)."""
+    new = pd.DataFrame([row])
+    if path.is_file():
+        old = pd.read_parquet(path)
+        old = old[old["point_key"] != row["point_key"]]
+        table = pd.concat([old, new], ignore_index=True)
+    else:
+        table = new
+    write_parquet(table, path)
+    return table
+
+
+def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence[str] = (), *,
+             axes: Mapping[str, Sequence[Any]] | None = None, runs_dir: str | Path | None = None,
+             kernel_name: str = "python3") -> GridReport:
+    """Run every point not yet in the grid's results table; never stop at a failed point."""
+    import papermill as pm
+
+    params_path = Path(params_file).resolve()
+    base = load_config(params_path, overrides)
+    grid = load_grid(grid_file, axes)
+    out = grid_dir(base, grid, runs_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / RESULTS
+    report = GridReport(grid.name, results_path)
+    done = set(load_grid_results(results_path)["point_key"]) if results_path.is_file() else set()
+    points = expand(grid)
+    # Validate every point's params before running any.
+    configs = [load_config(params_path, [*overrides, *p.overrides]) for p in points]
+    for index, (point, cfg) in enumerate(zip(points, configs, strict=True), start=1):
+        key = point_key(cfg, point.system)
+        if key in done:
+            log.info("[%d/%d] %s: done already; skipped", index, len(points), point.name)
+            report.skipped.append(point.name)
+            continue
+        point_dir = out / point.name
+        point_dir.mkdir(parents=True, exist_ok=True)
+        result_file = point_dir / "result.json"
+        result_file.unlink(missing_ok=True)
+        log.info("[%d/%d] %s: running %s", index, len(points), point.name, grid.notebook.name)
+        began = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(grid.notebook), str(point_dir / grid.notebook.name), cwd=str(Path.cwd()),
+                parameters={"params_file": str(params_path),
+                            "overrides": [*overrides, *point.overrides],
+                            "system": point.system, "output_dir": str(point_dir.resolve())},
+                kernel_name=kernel_name, progress_bar=False, log_output=False)
+            result = json.loads(result_file.read_text())
+        except Exception as err:  # a failed point must not stop the grid: reported at the end
+            message = _first_line(err)
+            log.error("[%d/%d] %s failed: %s", index, len(points), point.name, message)
+            report.failed.append((point.name, message))
+            continue
+        row = {"grid": grid.name, "point": point.name, "point_key": key,
+               "base_params_hash": base.fingerprint(), "wall_seconds": round(
+                   time.perf_counter() - began, 2),
+               **{f"axis.{k}": v for k, v in point.values.items()}, **result,
+               **flat_params(cfg)}
+        append_row(results_path, row)
+        report.ran.append(point.name)
+    return report
+
+
+def _first_line(err: Exception) -> str:
+    """papermill's errors carry the notebook's traceback; the last line says what failed."""
+    ename = getattr(err, "ename", None)
+    if ename:
+        return f"{ename}: {getattr(err, 'evalue', '')}"
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def rows_for(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """The rows a profile produced (same base params), latest per point."""
+    rows = table[table["base_params_hash"] == cfg.fingerprint()]
+    return rows.drop_duplicates(subset="point_key", keep="last")
+
+
+class GridFailedError(RuntimeError):
+    """Some grid points failed; the others finished and are in the results table."""
+
+
+def summary(report: GridReport) -> pd.DataFrame:
+    """One line per point: ran, skipped (done before) or failed with its error."""
+    lines = ([{"point": p, "status": "ran", "error": ""} for p in report.ran]
+             + [{"point": p, "status": "skipped (done)", "error": ""} for p in report.skipped]
+             + [{"point": p, "status": "failed", "error": e} for p, e in report.failed])
+    return pd.DataFrame(lines, columns=["point", "status", "error"])
+
+
+def raise_on_failure(report: GridReport) -> None:
+    if report.failed:
+        listed = "; ".join(f"{p}: {e}" for p, e in report.failed)
+        raise GridFailedError(f"grid {report.grid}: {len(report.failed)} point(s) failed "
+                              f"({listed}); rerun to retry them, finished points are kept in "
+                              f"{report.results_path}")
+
+
+def metric_table(rows: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The given columns, then Recall@k and MRR@k as 'mean [low, high]'."""
+    from llmtrsr_utils.metrics import METRICS
+
+    table = rows[list(columns)].copy()
+    for name in METRICS:
+        if name in rows.columns:
+            table[name] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(
+                rows[name], rows[f"{name}_ci_low"], rows[f"{name}_ci_high"], strict=True)]
+    return table.reset_index(drop=True)

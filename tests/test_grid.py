@@ -1,0 +1,127 @@
+"""Grid runs: points expand, run through papermill, resume without rerunning, survive failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from llmtrsr_utils import grid
+from llmtrsr_utils.config import ConfigError, load_config
+from llmtrsr_utils.recommend import adapter_dir
+from tests.conftest import smoke_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "params" / "smoke.yaml"
+
+
+def write_grid(path: Path, axes: dict, **extra) -> Path:
+    path.write_text(yaml.safe_dump({"name": path.stem, "notebook": "notebooks/grid_point.ipynb",
+                                    "axes": axes, **extra}))
+    return path
+
+
+def test_expand_crosses_axes_in_order_and_names_points(tmp_path):
+    spec = grid.load_grid(write_grid(tmp_path / "g.yaml", {
+        "recommender.item_num": [0, 2], "system": ["llmtrsr-hierarchical", "llmtrsr-recurrent"]}))
+    points = grid.expand(spec)
+    assert [p.name for p in points] == [
+        "item_num-0_llmtrsr-hierarchical", "item_num-0_llmtrsr-recurrent",
+        "item_num-2_llmtrsr-hierarchical", "item_num-2_llmtrsr-recurrent"]
+    assert points[1].overrides == ["recommender.item_num=0"]
+    assert points[1].system == "llmtrsr-recurrent"
+
+
+def test_reduced_axes_replace_the_grid_values(tmp_path):
+    spec = grid.load_grid(ROOT / "params" / "ablations" / "item_count.yaml",
+                          {"recommender.item_num": [0, 5]})
+    assert spec.axes["recommender.item_num"] == [0, 5]
+    assert len(grid.expand(spec)) == 4
+
+
+@pytest.mark.parametrize("axes, message", [
+    ({"recommender.itemnum": [1]}, "unknown key 'recommender.itemnum'"),
+    ({"recommender.item_num": ["three"]}, "'recommender.item_num' expects int or null"),
+    ({"system": ["sasrec"]}, "axis 'system': unknown ['sasrec']"),
+    ({"recommender.item_num": []}, "axis 'recommender.item_num' expects a non-empty list"),
+])
+def test_bad_grid_files_name_the_file_and_axis(tmp_path, axes, message):
+    path = write_grid(tmp_path / "bad.yaml", axes)
+    with pytest.raises(ConfigError) as info:
+        grid.load_grid(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_grid_file_with_unknown_key_or_missing_notebook(tmp_path):
+    path = write_grid(tmp_path / "bad.yaml", {"system": ["tallrec"]}, figures="x")
+    with pytest.raises(ConfigError, match="unknown key"):
+        grid.load_grid(path)
+    path.write_text(yaml.safe_dump({"notebook": "notebooks/nope.ipynb",
+                                    "axes": {"system": ["tallrec"]}}))
+    with pytest.raises(ConfigError, match="nope.ipynb does not exist"):
+        grid.load_grid(path)
+
+
+def test_every_shipped_grid_file_loads():
+    files = sorted((ROOT / "params" / "ablations").glob("*.yaml"))
+    assert {f.stem for f in files} == {"item_count", "recommender_size", "summarizer_size"}
+    for path in files:
+        spec = grid.load_grid(path)
+        assert spec.figure in __import__("llmtrsr_utils.plots").plots.GRID_FIGURES
+
+
+def test_adapters_are_kept_apart_per_setting_and_shared_when_equal(tmp_path, movielens_dir):
+    base = smoke_overrides(tmp_path, movielens_dir)
+    three = load_config(SMOKE, [*base, "recommender.item_num=3"])
+    zero = load_config(SMOKE, [*base, "recommender.item_num=0"])
+    faster = load_config(SMOKE, [*base, "recommender.score_batch_size=2"])
+    system = "llmtrsr-hierarchical"
+    assert adapter_dir(three, system) != adapter_dir(zero, system)
+    assert adapter_dir(three, system) == adapter_dir(faster, system)  # scoring-only setting
+    # TALLRec ignores the summarizer, so its adapter survives a summarizer change.
+    other = load_config(SMOKE, [*base, "summarizer.max_new_tokens=9"])
+    assert adapter_dir(three, "tallrec") == adapter_dir(other, "tallrec")
+    assert adapter_dir(three, system) != adapter_dir(other, system)
+
+
+def test_grid_runs_resumes_and_reports_a_failed_point(tmp_path, movielens_dir):
+    """Two good points and one that fails: the good ones give two rows, the failure is reported;
+    a rerun executes nothing that finished and retries only the failed point."""
+    overrides = smoke_overrides(tmp_path / "work", movielens_dir,
+                                f"summarizer.cache_file={tmp_path / 'gen.sqlite'}")
+    grid_file = write_grid(tmp_path / "two.yaml", {
+        "recommender.item_num": [0, 1], "system": ["llmtrsr-hierarchical"]})
+    report = grid.run_grid(grid_file, SMOKE, overrides, runs_dir=tmp_path / "runs")
+    assert report.ran == ["item_num-0_llmtrsr-hierarchical", "item_num-1_llmtrsr-hierarchical"]
+    assert not report.failed and not report.skipped
+    table = pd.read_parquet(tmp_path / "runs" / "two" / "results.parquet")
+    assert len(table) == 2
+    assert list(table["axis.recommender.item_num"]) == [0, 1]
+    assert list(table["param.recommender.item_num"]) == [0, 1]
+    for column in ("recall@5", "recall@5_ci_low", "mrr@10_ci_high", "ndcg@10",
+                   "train_seconds", "wall_seconds", "candidates_per_second",
+                   "param.seed", "param.recommender.model", "kit_version"):
+        assert table[column].notna().all(), column
+    point_dir = tmp_path / "runs" / "two" / "item_num-0_llmtrsr-hierarchical"
+    assert (point_dir / "grid_point.ipynb").is_file() and (point_dir / "result.json").is_file()
+
+    again = grid.run_grid(grid_file, SMOKE, overrides, runs_dir=tmp_path / "runs")
+    assert again.ran == [] and len(again.skipped) == 2
+    assert len(pd.read_parquet(tmp_path / "runs" / "two" / "results.parquet")) == 2
+
+    # A model that cannot load fails its point only.
+    grid_file = write_grid(tmp_path / "two.yaml", {
+        "recommender.item_num": [0, 1], "recommender.model": ["tiny-random-llama",
+                                                              "no-such-model"],
+        "system": ["llmtrsr-hierarchical"]})
+    report = grid.run_grid(grid_file, SMOKE, overrides, runs_dir=tmp_path / "runs")
+    assert len(report.skipped) == 2
+    assert [name for name, _ in report.failed] == [
+        "item_num-0_model-no-such-model_llmtrsr-hierarchical",
+        "item_num-1_model-no-such-model_llmtrsr-hierarchical"]
+    assert "no-such-model" in report.failed[0][1]
+    with pytest.raises(grid.GridFailedError, match="2 point"):
+        grid.raise_on_failure(report)
+    assert len(pd.read_parquet(tmp_path / "runs" / "two" / "results.parquet")) == 2

@@ -1,0 +1,100 @@
+"""Every results figure draws from small tables written here; `llmtrsr figures` redraws them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmtrsr_utils import plots
+from llmtrsr_utils.config import load_config
+from llmtrsr_utils.metrics import METRICS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def metric_columns(rng: np.random.Generator) -> dict[str, float]:
+    row = {}
+    for name in METRICS:
+        mean = float(rng.uniform(0.2, 0.8))
+        row.update({name: mean, f"{name}_ci_low": mean - 0.1, f"{name}_ci_high": mean + 0.1})
+    return row
+
+
+def grid_rows(axis: str, values: list, systems: list[str]) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame([{"system": s, f"axis.{axis}": v, **metric_columns(rng)}
+                         for s in systems for v in values])
+
+
+def efficiency_table() -> pd.DataFrame:
+    return pd.DataFrame([
+        {"system": "llmtrsr-hierarchical", "device": "cpu", "prompt_tokens_mean": 250.0,
+         "prompt_tokens_max": 280, "sft_seconds_per_step": 12.0, "candidates_per_second": 9.0,
+         "peak_memory_gib": 3.1},
+        {"system": "tallrec", "device": "cpu", "prompt_tokens_mean": 420.0,
+         "prompt_tokens_max": 470, "sft_seconds_per_step": 20.0, "candidates_per_second": 5.0,
+         "peak_memory_gib": 3.9}])
+
+
+def assert_drawn(paths: list[Path], stem: str) -> None:
+    assert [p.name for p in paths] == [f"{stem}.png", f"{stem}.pdf"]
+    assert all(p.stat().st_size > 5_000 for p in paths)
+
+
+def test_figure9_one_row_of_panels_per_paradigm(tmp_path):
+    rows = grid_rows("recommender.item_num", [0, 1, 3, 5],
+                     ["llmtrsr-hierarchical", "llmtrsr-recurrent"])
+    assert_drawn(plots.plot_item_count(rows, tmp_path), "figure9_item_count")
+
+
+@pytest.mark.parametrize("axis", ["recommender.model", "summarizer.model"])
+def test_model_size_figures_keep_the_grid_order(tmp_path, axis):
+    rows = grid_rows(axis, ["smollm2-135m", "gemma3-270m", "llama-2-7b"], ["llmtrsr-hierarchical"])
+    assert_drawn(plots.plot_model_size(rows, axis, "size", tmp_path, "size"), "size")
+
+
+def test_efficiency_charts(tmp_path):
+    assert_drawn(plots.plot_efficiency(efficiency_table(), tmp_path), "efficiency")
+    curve = pd.DataFrame([{"history_length": n, "system": s, "tokens": t}
+                          for n in (1, 10, 100) for s, t in (("tallrec", 30 * n + 100),
+                                                             ("llmtrsr-hierarchical", 250))])
+    assert_drawn(plots.plot_prompt_growth(curve, 2048, tmp_path), "efficiency_prompt_growth")
+
+
+def test_table2_figure_from_results_rows(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = pd.DataFrame([{"label": label, **metric_columns(rng)}
+                         for label in ("Random", "TALLRec", "LLM-TRSR-Hierarchical")])
+    assert_drawn(plots.plot_table2(rows, tmp_path), "table2")
+
+
+def test_redraw_uses_only_saved_tables(tmp_path):
+    """`llmtrsr figures`: grid tables and the efficiency table on disk are all it needs; what is
+    missing is named, not silently skipped."""
+    from llmtrsr_utils import efficiency, grid
+
+    cfg = load_config(ROOT / "params" / "smoke.yaml", [
+        f"work_dir={tmp_path / 'work'}", f"runs_dir={tmp_path / 'runs'}",
+        f"figures_dir={tmp_path / 'figures'}"])
+    base = cfg.fingerprint()
+    item_rows = grid_rows("recommender.item_num", [0, 3],
+                          ["llmtrsr-hierarchical", "llmtrsr-recurrent"])
+    item_rows["point_key"] = [f"k{i}" for i in range(len(item_rows))]
+    item_rows["base_params_hash"] = base
+    other = item_rows.assign(base_params_hash="another profile", point_key="other")
+    path = tmp_path / "runs" / "item_count" / grid.RESULTS
+    path.parent.mkdir(parents=True)
+    pd.concat([item_rows, other]).to_parquet(path)
+    efficiency_path = efficiency.efficiency_path(cfg)
+    efficiency_path.parent.mkdir(parents=True)
+    efficiency_table().to_parquet(efficiency_path)
+
+    written, missing = plots.redraw(cfg)
+    names = {p.name for p in written}
+    assert {"figure9_item_count.png", "efficiency.png"} <= names
+    assert any(line.startswith("Table 2") for line in missing)
+    assert any("figure10_recommender_size" in line for line in missing)
+    assert any("prompt growth" in line for line in missing)

@@ -119,7 +119,6 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
     checkpoints = list_checkpoints(adapter_dir(scfg, system))
     tokenizer = load_tokenizer(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
-    valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
     test_users, test_counts = split_prompts(scfg, "test", tokenizer, progress=progress)
     yes_id, no_id = answer_token_ids(tokenizer, test_users[0].prompts[0], rec.answer_words)
     base, _ = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
@@ -127,6 +126,12 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
                              trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
     rows, kept = [], {}
     best: tuple[float, float, Path] | None = None
+    if len(checkpoints) == 1:  # nothing to select: validation would only cost time
+        log.info("%s: one checkpoint, no selection; validation users not scored", system)
+        best = (float("nan"), *checkpoints[0])
+        checkpoints = []
+    else:
+        valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
     for epoch, checkpoint in checkpoints:
         model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
         scores = score_llm(model, tokenizer, valid_users, yes_id, no_id, rec.score_batch_size)
@@ -157,6 +162,7 @@ def _prefixed(counts: dict[str, int]) -> dict[str, int]:
 
 
 def evaluate_zero_shot(cfg: Config) -> tuple[list[dict[str, Any]], dict[str, UserScores]]:
+    """The untrained recommender on test users (nothing to select, so no validation)."""
     scfg = system_config(cfg, "llmtrsr-hierarchical")
     rec = scfg.recommender
     model, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
@@ -164,7 +170,7 @@ def evaluate_zero_shot(cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Use
                                       trust_remote_code=rec.trust_remote_code,
                                       cache_dir=cfg.cache_dir)
     rows, kept = [], {}
-    for split in ("valid", "test"):
+    for split in ("test",):
         users, counts = split_prompts(scfg, split, tokenizer)
         yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
         kept[split] = score_llm(model, tokenizer, users, yes_id, no_id, rec.score_batch_size)
@@ -255,8 +261,8 @@ def _previous_rows(previous: pd.DataFrame | None, name: str, run_hash: str, out:
     if previous is None:
         return None
     rows = previous[(previous["system"] == name) & (previous["params_hash"] == run_hash)]
-    complete = {"valid", "test"} <= set(rows["split"]) and all(
-        (out / "scores" / f"{name}_{split}.parquet").is_file() for split in ("valid", "test"))
+    complete = "test" in set(rows["split"]) and all(
+        (out / "scores" / f"{name}_{split}.parquet").is_file() for split in set(rows["split"]))
     return rows if complete else None
 
 

@@ -71,9 +71,12 @@ def system_config(cfg: Config, system: str) -> Config:
 
 def training_fingerprint(cfg: Config) -> str:
     """sha256 of everything that changes a trained adapter: seed, data, recommender settings,
-    and the summarizer's when the prompt carries a summary (scoring-only settings excluded)."""
+    and the summarizer's when the prompt carries a summary. Excluded: scoring-only settings,
+    and the epoch count and checkpoints kept, so that asking for more epochs resumes the same
+    run from its last checkpoint."""
     payload = cfg.to_dict()
-    recommender = {k: v for k, v in payload["recommender"].items() if k != "score_batch_size"}
+    recommender = {k: v for k, v in payload["recommender"].items()
+                   if k not in ("score_batch_size", "epochs", "save_total_limit")}
     kept = {"seed": payload["seed"], "data": payload["data"], "recommender": recommender}
     if cfg.recommender.summary != "none":
         kept["summarizer"] = {k: v for k, v in payload["summarizer"].items()
@@ -95,7 +98,9 @@ def is_trained(cfg: Config, system: str) -> bool:
     if not path.is_file():
         return False
     record = json.loads(path.read_text())
-    return record.get("global_step") == record.get("max_steps") and bool(
+    epochs = system_config(cfg, system).recommender.epochs
+    return record.get("global_step") == record.get("max_steps") and record.get(
+        "epochs", 0) >= epochs and bool(
         list_checkpoints(adapter_dir(cfg, system)))
 
 

@@ -15,7 +15,8 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-KIT_PARAMS = sorted(p for p in (ROOT / "params").rglob("*.yaml") if "accelerate" not in p.parts)
+KIT_PARAMS = sorted(p for p in (ROOT / "params").rglob("*.yaml")
+                    if "accelerate" not in p.parts and "ablations" not in p.parts)
 
 
 @pytest.mark.parametrize("params", KIT_PARAMS, ids=lambda p: p.name)

@@ -15,6 +15,7 @@ from llmtrsr_utils.prompts import PromptFormatter, recommendation
 from llmtrsr_utils.recommend import (
     AnswerTokenError,
     RecommendationPrompts,
+    adapter_dir,
     answer_token_ids,
     attention_projections,
     list_checkpoints,
@@ -175,8 +176,8 @@ def test_train_runs_under_accelerate_launch(tmp_path, movielens_dir):
             "--no-progress", *[x for o in overrides for x in ("--set", o)]]
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((tmp_path / "adapters" / "tallrec_tiny-random-llama" /
-                         "training.json").read_text())
+    cfg = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=1")
+    record = json.loads((adapter_dir(cfg, "tallrec") / "training.json").read_text())
     assert record["global_step"] > 0
 
 

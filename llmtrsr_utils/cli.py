@@ -89,16 +89,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.evaluate import BASELINES, results_dir, table2
+    from llmtrsr_utils.evaluate import ALL_BASELINES, results_dir, table2
     from llmtrsr_utils.evaluate import evaluate as run_evaluation
     from llmtrsr_utils.recommend import SYSTEMS
 
     cfg = _config(args)
     systems = _choice_list(args.systems, SYSTEMS, "--systems")
-    names = _choice_list(args.baselines, BASELINES, "--baselines")
+    names = _choice_list(args.baselines, ALL_BASELINES, "--baselines")
     rows = run_evaluation(cfg, systems, names, progress=not args.no_progress)
     print(table2(rows).to_string())
     print(f"\nresults: {results_dir(cfg) / 'metrics.parquet'} (and table2.md, scores/)")
+    return 0
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.evaluate import CLASSICAL, results_dir
+    from llmtrsr_utils.evaluate import evaluate as run_evaluation
+
+    cfg = _config(args)
+    names = _choice_list(args.models, CLASSICAL, "--models")
+    run_evaluation(cfg, [], names, progress=not args.no_progress, reuse=not args.force)
+    out = results_dir(cfg)
+    print((out / "table2.md").read_text())
+    for name in names:
+        record_file = out / "classical" / f"{name}.json"
+        if record_file.is_file():
+            record = json.loads(record_file.read_text())
+            print(f"{name:<8} {record['train_seconds']:>8.1f} s  best epoch "
+                  f"{record['best_epoch']:>3} of {record['epochs_run']}")
+    print(f"\nresults: {out / 'metrics.parquet'}")
     return 0
 
 
@@ -210,10 +229,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma list of llmtrsr-hierarchical, llmtrsr-recurrent, tallrec; "
                                "'all' (default) or '' for none")
     evaluate.add_argument("--baselines", default="all",
-                          help="comma list of random, popularity, embedding, zero-shot; 'all' "
-                               "(default) or '' for none")
+                          help="comma list of random, popularity, embedding, zero-shot, ncf, "
+                               "din, dien, gru4rec, narm, sasrec, core; 'all' (default) or '' "
+                               "for none")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    classical_models = commands.add_parser(
+        "baselines", help="train and evaluate Table 2's classical recommenders",
+        description="NCF, DIN, DIEN, GRU4Rec, NARM, SASRec and CORE over frozen text "
+                    "embeddings of the items (classical.encoder, MiniLM by default), trained on "
+                    "the LLM recommender's training users with early stopping on validation, "
+                    "scored on the same 1 + 20 candidates; rows go into the results table and "
+                    "Table 2. Models already evaluated with these params are reused.")
+    _add_params(classical_models)
+    classical_models.add_argument("--models", default="all",
+                                  help="comma list of ncf, din, dien, gru4rec, narm, sasrec, "
+                                       "core; 'all' (default)")
+    classical_models.add_argument("--force", action="store_true",
+                                  help="train again even if evaluated with these params")
+    classical_models.add_argument("--no-progress", action="store_true", help="no progress bars")
+    classical_models.set_defaults(func=cmd_baselines)
 
     notebooks = commands.add_parser(
         "notebooks", help="run the notebook series with papermill",
@@ -254,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("llmtrsr").setLevel(logging.INFO)
+    from llmtrsr_utils.environment import check_versions
+
+    check_versions()  # warns when torch/transformers/peft/trl drifted from the tested versions
     from llmtrsr_utils.datasets.base import DataFormatError
     from llmtrsr_utils.datasets.download import DownloadError
     from llmtrsr_utils.datasets.splits import DataNotFoundError

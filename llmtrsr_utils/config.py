@@ -78,8 +78,10 @@ class DataConfig:
     # Item attributes rendered into text, in order; None: the dataset's default list.
     attributes: list[str] | None = None
     include_item_id: bool = False
+    # A history item missing from the catalogue: drop it, drop its user (both counted in the
+    # manifest), or stop with an error naming the user and item.
     missing_item_policy: str = field(default="drop_item",
-                                     metadata=_choices("drop_item", "drop_user"))
+                                     metadata=_choices("drop_item", "drop_user", "error"))
 
 
 @dataclass
@@ -141,6 +143,21 @@ class RecommenderConfig(ModelSettings):
 
 
 @dataclass
+class ClassicalConfig:
+    """Table 2's classical baselines (NCF ... CORE) over frozen text embeddings of the items."""
+
+    # Item text encoder: a registry name (minilm-l6, offline) or any sentence-transformers id.
+    encoder: str = "minilm-l6"
+    dim: int = field(default=64, metadata=_at_least(1))
+    dropout: float = field(default=0.1, metadata=_at_least(0.0))
+    learning_rate: float = field(default=1e-3, metadata=_at_least(0.0))
+    weight_decay: float = field(default=1e-4, metadata=_at_least(0.0))
+    batch_size: int = field(default=64, metadata=_at_least(1))
+    max_epochs: int = field(default=30, metadata=_at_least(1))
+    patience: int = field(default=5, metadata=_at_least(1))  # epochs without validation gain
+
+
+@dataclass
 class AblationConfig:
     """Grid values notebooks 05 to 07 run (Figures 9 to 11); null: the grid file's full list.
 
@@ -167,6 +184,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
+    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     ablations: AblationConfig = field(default_factory=AblationConfig)
 
     # -- derived paths -------------------------------------------------------------------
@@ -295,6 +313,11 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
+
+
+def check_key(dotted: str, source: str) -> None:
+    """Raise ConfigError (naming ``source``) unless ``dotted`` is a key of the schema."""
+    _schema_type_at(dotted, source)
 
 
 def _schema_type_at(dotted: str, source: str) -> Any:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 import llmtrsr_utils
-from llmtrsr_utils import baselines, metrics
+from llmtrsr_utils import baselines, classical, metrics
 from llmtrsr_utils.artifacts import git_commit, library_versions, write_json, write_parquet
 from llmtrsr_utils.config import Config
 from llmtrsr_utils.datasets.base import USER_ID
@@ -43,10 +43,13 @@ from llmtrsr_utils.scoring import score_fast
 log = logging.getLogger("llmtrsr")
 
 BASELINES = ("random", "popularity", "embedding", "zero-shot")
+# Table 2's classical recommenders over frozen text embeddings (llmtrsr_utils.classical).
+CLASSICAL = tuple(classical.MODELS)
+ALL_BASELINES = (*BASELINES, *CLASSICAL)
 DISPLAY_NAMES = {"llmtrsr-hierarchical": "LLM-TRSR-Hierarchical",
                  "llmtrsr-recurrent": "LLM-TRSR-Recurrent", "tallrec": "TALLRec",
                  "zero-shot": "Zero-shot LLM", "embedding": "Text embedding (MiniLM)",
-                 "popularity": "Popularity", "random": "Random"}
+                 "popularity": "Popularity", "random": "Random", **classical.DISPLAY_NAMES}
 
 
 def results_dir(cfg: Config) -> Path:
@@ -183,6 +186,8 @@ def evaluate_baseline(cfg: Config, name: str) -> tuple[list[dict[str, Any]],
                                                        dict[str, UserScores]]:
     if name == "zero-shot":
         return evaluate_zero_shot(cfg)
+    if name in CLASSICAL:
+        return evaluate_classical(cfg, name)
     data_dir = prepare_dataset(cfg)
     train = load_split(data_dir, "train")
     vectors = None
@@ -200,11 +205,45 @@ def evaluate_baseline(cfg: Config, name: str) -> tuple[list[dict[str, Any]],
         elif name == "embedding":
             scores = baselines.embedding_scores(frame, *vectors)
         else:
-            raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+            raise ValueError(f"unknown baseline {name!r}; known: {', '.join(ALL_BASELINES)}")
         kept[split] = UserScores(frame[USER_ID].tolist(), baselines.candidate_ids(frame), scores,
                                  time.perf_counter() - began)
         rows.append(_row(cfg, name, split, kept[split], epoch=None, selected=True, extra={},
                          run_hash=cfg.fingerprint()))
+    return rows, kept
+
+
+def evaluate_classical(cfg: Config, name: str, *, progress: bool = True
+                       ) -> tuple[list[dict[str, Any]], dict[str, UserScores]]:
+    """Train one classical model on the training users (early stopping on validation), score
+    validation and test users' frozen candidates."""
+    settings = cfg.classical
+    data_dir = prepare_dataset(cfg)
+    item_ids, vectors = baselines.item_embeddings(load_items(data_dir), settings.encoder,
+                                                  cfg.cache_path / "embeddings")
+    table = classical.ItemTable(item_ids, vectors)
+    frames = {split: load_split(data_dir, split) for split in ("train", "valid", "test")}
+    model, record = classical.train_model(
+        name, table, frames["train"], frames["valid"], classical.TrainSettings(
+            dim=settings.dim, dropout=settings.dropout, learning_rate=settings.learning_rate,
+            weight_decay=settings.weight_decay, batch_size=settings.batch_size,
+            max_epochs=settings.max_epochs, patience=settings.patience, seed=cfg.seed),
+        progress=progress)
+    write_json({**record, "params": cfg.to_dict(), "library_versions": library_versions()},
+               results_dir(cfg) / "classical" / f"{name}.json")
+    rows, kept = [], {}
+    for split in ("valid", "test"):
+        frame = frames[split]
+        began = time.perf_counter()
+        scores = classical.score_frame(model, table, frame)
+        kept[split] = UserScores(frame[USER_ID].tolist(), baselines.candidate_ids(frame), scores,
+                                 time.perf_counter() - began)
+        rows.append(_row(cfg, name, split, kept[split], epoch=float(record["best_epoch"]),
+                         selected=True, run_hash=cfg.fingerprint(), extra={
+                             "train_seconds": record["train_seconds"],
+                             "epochs_run": record["epochs_run"],
+                             "train_examples": record["train_examples"],
+                             "encoder": settings.encoder}))
     return rows, kept
 
 
@@ -300,7 +339,7 @@ def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
 def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
     """One row per system (the selected test row), in Table 2 order, with a display label."""
     test = results[(results["split"] == "test") & results["selected"]]
-    order = [s for s in (*reversed(BASELINES), "tallrec", "llmtrsr-hierarchical",
+    order = [s for s in (*reversed(BASELINES), *CLASSICAL, "tallrec", "llmtrsr-hierarchical",
                          "llmtrsr-recurrent") if s in set(test["system"])]
     rows = pd.concat([test[test["system"] == s].tail(1) for s in order], ignore_index=True)
     rows["label"] = rows["system"].map(lambda s: DISPLAY_NAMES.get(s, s))

@@ -35,6 +35,7 @@ from llmtrsr_utils.config import (
     Config,
     ConfigError,
     apply_override,
+    check_key,
     config_from_dict,
     load_config,
     project_root,
@@ -128,6 +129,7 @@ def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None)
                                   f"{', '.join(SYSTEMS)}")
             continue
         for value in values:  # the schema checks key and type now, before any point runs
+            check_key(key, source)
             trial: dict[str, Any] = {}
             try:
                 apply_override(trial, f"{key}={json.dumps(value)}")

@@ -106,8 +106,8 @@ def plot_table2(table: pd.DataFrame, out_dir: Path, stem: str = "table2") -> lis
     sns.set_theme(style="whitegrid", context="notebook")
     families = ("recall", "mrr")
     ks = (3, 5, 10)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=False)
     systems = list(table["label"])
+    fig, axes = plt.subplots(1, 2, figsize=(max(12, 1.1 * len(systems)), 4.2), sharey=False)
     width = 0.8 / len(systems)
     for ax, family in zip(axes, families, strict=True):
         for i, (_, row) in enumerate(table.iterrows()):

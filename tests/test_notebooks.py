@@ -77,7 +77,8 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
     # 03 + 04: every system trained, Table 2 written with every system and baseline
     table2 = (figures / "table2.md").read_text()
     for label in ("LLM-TRSR-Hierarchical", "LLM-TRSR-Recurrent", "TALLRec", "Random",
-                  "Popularity", "Text embedding (MiniLM)", "Zero-shot LLM"):
+                  "Popularity", "Text embedding (MiniLM)", "Zero-shot LLM", "NCF", "DIN",
+                  "DIEN", "GRU4Rec", "NARM", "SASRec", "CORE"):
         assert label in table2, label
     results = pd.read_parquet(tmp_path / "results" / "metrics.parquet")
     assert set(results["split"]) == {"valid", "test"}

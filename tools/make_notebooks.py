@@ -174,12 +174,16 @@ plots.plot_training_curves(histories, cfg.figures_path)'''),
             "Every system ranks the same frozen candidates: 1 positive and 20 sampled negatives "
             "per test user. LLM systems score p = softmax(logit yes, logit no)[yes]; each saved "
             "epoch is scored on validation and the best by Recall@3+5+10 is reported on test. "
-            "Baselines: random, popularity (training counts), MiniLM text-embedding similarity "
-            "and the zero-shot LLM. Ties are broken against the positive. Intervals are 95% "
-            "bootstrap intervals over users. Writes `figures/table2.png` and `figures/table2.md`."),
+            "Baselines: random, popularity (training counts), MiniLM text-embedding similarity, "
+            "the zero-shot LLM, and the paper's classical recommenders (NCF, DIN, DIEN, "
+            "GRU4Rec, NARM, SASRec, CORE) over frozen MiniLM embeddings of the items, trained on "
+            "the same training users with early stopping on validation. Ties are broken "
+            "against the positive. Intervals are 95% bootstrap intervals over users. Writes "
+            "`figures/table2.png` and `figures/table2.md`."),
         new_code_cell(PARAMETERS + '''
 systems = ["llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"]
-baselines = ["random", "popularity", "embedding", "zero-shot"]''',
+baselines = ["random", "popularity", "embedding", "zero-shot",
+             "ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]''',
                       metadata={"tags": ["parameters"]}),
         new_code_cell(SETUP + '''
 import pandas as pd

@@ -42,6 +42,7 @@ from llmtrsr_utils.datasets.base import (
     ITEM_ID,
     TARGET,
     USER_ID,
+    DataFormatError,
     RawDataset,
 )
 from llmtrsr_utils.datasets.render import render_items
@@ -122,6 +123,13 @@ def clean_sequences(raw: RawDataset, data: DataConfig) -> tuple[pd.DataFrame, di
         present = [item for item in history if item in catalogue]
         missing = len(history) - len(present)
         if missing:
+            if data.missing_item_policy == "error":
+                item = next(i for i in history if i not in catalogue)
+                raise DataFormatError(
+                    ", ".join(raw.source_files) or raw.name, None,
+                    "every history item in the items catalogue (data.missing_item_policy: "
+                    "error; drop_item or drop_user drop and count it instead)",
+                    f"user {record[USER_ID]!r}: history item {item!r} is not in the catalogue")
             counts["history_items_missing_from_catalogue"] += missing
             if data.missing_item_policy == "drop_user":
                 counts["users_dropped_missing_history_item"] += 1
@@ -295,10 +303,31 @@ def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
 
 
 def load_split(out_dir: Path, split: str) -> pd.DataFrame:
-    frame = pd.read_parquet(Path(out_dir) / f"{split}.parquet")
+    path = Path(out_dir) / f"{split}.parquet"
+    frame = pd.read_parquet(path)
     for column in (HISTORY, NEGATIVES):
         frame[column] = frame[column].map(list)
+    check_candidates(frame, path)
     return frame
+
+
+def check_candidates(frame: pd.DataFrame, path: Path | str) -> None:
+    """Every user's candidates must hold exactly one positive: the target, absent from its
+    negatives, which are distinct. A split edited by hand (or by another tool) that breaks this
+    would make every metric wrong, so it is refused, naming the record."""
+    for row, (user, target, negatives) in enumerate(zip(frame[USER_ID], frame[TARGET],
+                                                         frame[NEGATIVES], strict=True)):
+        if target in negatives:
+            raise DataFormatError(path, None, "exactly one positive per candidate set (the "
+                                  "target, not repeated among the negatives)",
+                                  f"record {row} (user {user!r}): target {target!r} is also "
+                                  f"negative #{negatives.index(target) + 1}")
+        if len(set(negatives)) != len(negatives):
+            raise DataFormatError(path, None, "distinct negatives per candidate set",
+                                  f"record {row} (user {user!r}): a negative appears twice")
+        if not negatives:
+            raise DataFormatError(path, None, "at least one negative per candidate set",
+                                  f"record {row} (user {user!r}): none")
 
 
 def load_items(out_dir: Path) -> pd.DataFrame:

@@ -1,0 +1,435 @@
+"""Table 2's classical recommenders over frozen text embeddings of the items (paper 5.2.1).
+
+Every model reads the same inputs: the history as frozen item vectors (oldest first, padded on
+the left side of nothing: a boolean mask marks real positions) and the candidates' vectors; a
+learned linear projection maps the encoder's vectors (MiniLM, 384-d) to the model's width. Each
+returns one score per candidate. The core idea of each original paper is kept; what is
+simplified is said in its docstring.
+
+Why not RecBole: its models learn item-id embeddings from scratch; the paper's baselines read
+pre-trained text embeddings, which RecBole supports only for some models through feature
+preloading, and its 1.2 release still calls removed numpy aliases (``np.float``) and
+``torch.load`` without ``weights_only`` on the kit's torch 2.13. Seven compact modules here are
+easier to check than a patched framework.
+
+Training (:func:`train_model`): the same training users as the LLM recommender. Every prefix of
+a user's sequence (history + target) predicts its next item, as GRU4Rec and SASRec train; the
+last prefix is exactly the LLM's training example with its frozen negative, earlier prefixes get
+negatives drawn from the catalogue with the run's seed. Binary cross-entropy, AdamW, early
+stopping on validation Recall@3+5+10 (the LLM's selection rule), tqdm progress, seeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from llmtrsr_utils import metrics
+from llmtrsr_utils.datasets.base import HISTORY, TARGET, USER_ID
+from llmtrsr_utils.datasets.splits import NEGATIVES
+
+log = logging.getLogger("llmtrsr")
+
+
+# -- shared pieces ---------------------------------------------------------------------------
+
+def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over positions where mask is True; padded positions get exactly zero weight."""
+    logits = logits.masked_fill(~mask, float("-inf"))
+    return torch.softmax(logits, dim=-1).nan_to_num(0.0)
+
+
+def last_state(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The state at each row's last real position (histories are right-padded)."""
+    index = (mask.sum(dim=1) - 1).clamp(min=0)
+    return states[torch.arange(states.size(0)), index]
+
+
+def run_gru(gru: nn.GRU, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GRU over the real positions only (packed), zeros at padded ones."""
+    lengths = mask.sum(dim=1).clamp(min=1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths, batch_first=True,
+                                               enforce_sorted=False)
+    out, _ = gru(packed)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=inputs.size(1))
+    return out
+
+
+def mlp(sizes: Sequence[int], dropout: float = 0.1) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class SequenceModel(nn.Module):
+    """Base: project frozen vectors, encode the history, score candidates."""
+
+    max_length: int | None = None  # models with position embeddings read the most recent items
+
+    def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1):
+        super().__init__()
+        self.project = nn.Linear(input_dim, dim)
+        self.dim = dim
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor,
+                candidates: torch.Tensor) -> torch.Tensor:
+        """history (B, L, E), mask (B, L) bool, candidates (B, C, E) -> scores (B, C)."""
+        return self.score(self.dropout(self.project(history)), mask, self.project(candidates))
+
+    def score(self, history: torch.Tensor, mask: torch.Tensor,
+              candidates: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# -- the seven models ----------------------------------------------------------------------
+
+class NCF(SequenceModel):
+    """Neural Collaborative Filtering (He et al., WWW 2017), NeuMF: a generalized matrix
+    factorization branch (element-wise product) and an MLP branch over user and item towers.
+    As the paper's Table 2 setting says, the user is the max-pooled history (there are no user
+    ids shared between splits)."""
+
+    def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1):
+        super().__init__(input_dim, dim, dropout)
+        self.user_tower = mlp([dim, dim, dim], dropout)
+        self.item_tower = mlp([dim, dim, dim], dropout)
+        self.mlp_branch = mlp([2 * dim, dim, dim // 2], dropout)
+        self.out = nn.Linear(dim + dim // 2, 1)
+
+    def score(self, history, mask, candidates):
+        pooled = history.masked_fill(~mask[..., None], float("-inf")).max(dim=1).values
+        user = self.user_tower(pooled)[:, None, :].expand_as(candidates)
+        item = self.item_tower(candidates)
+        gmf = user * item
+        deep = self.mlp_branch(torch.cat([user, item], dim=-1))
+        return self.out(torch.cat([gmf, deep], dim=-1)).squeeze(-1)
+
+
+class DIN(SequenceModel):
+    """Deep Interest Network (Zhou et al., KDD 2018): a local activation unit scores each
+    history item against the candidate from [h, c, h - c, h * c]; the user is the weighted sum
+    (weights not normalised, as in the paper, padding masked to zero); an MLP scores
+    [user, candidate, user * candidate]. Dice activation replaced by PReLU."""
+
+    def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1):
+        super().__init__(input_dim, dim, dropout)
+        self.activation = nn.Sequential(nn.Linear(4 * dim, dim), nn.PReLU(), nn.Linear(dim, 1))
+        self.head = nn.Sequential(nn.Linear(3 * dim, dim), nn.PReLU(), nn.Dropout(dropout),
+                                  nn.Linear(dim, 1))
+
+    def score(self, history, mask, candidates):
+        b, length, d = history.shape
+        c = candidates.size(1)
+        h = history[:, None].expand(b, c, length, d)
+        q = candidates[:, :, None].expand(b, c, length, d)
+        weights = self.activation(torch.cat([h, q, h - q, h * q], dim=-1)).squeeze(-1)
+        weights = weights * mask[:, None, :]
+        user = (weights[..., None] * h).sum(dim=2)
+        return self.head(torch.cat([user, candidates, user * candidates], dim=-1)).squeeze(-1)
+
+
+class AUGRUCell(nn.Module):
+    """GRU cell whose update gate is scaled by an attention score (DIEN's AUGRU)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gates = nn.Linear(2 * dim, 2 * dim)
+        self.candidate = nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        reset, update = torch.sigmoid(self.gates(torch.cat([x, h], dim=-1))).chunk(2, dim=-1)
+        new = torch.tanh(self.candidate(torch.cat([x, reset * h], dim=-1)))
+        update = attention[..., None] * update
+        return (1 - update) * h + update * new
+
+
+class DIEN(SequenceModel):
+    """Deep Interest Evolution Network (Zhou et al., AAAI 2019): an interest extractor GRU over
+    the history, attention of the candidate over its states, and an interest evolving AUGRU
+    whose update gates are scaled by that attention; the final evolved interest, the candidate
+    and their product go to an MLP. Simplified: no auxiliary next-behaviour loss."""
+
+    def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1):
+        super().__init__(input_dim, dim, dropout)
+        self.extractor = nn.GRU(dim, dim, batch_first=True)
+        self.attention = nn.Bilinear(dim, dim, 1)
+        self.evolve = AUGRUCell(dim)
+        self.head = mlp([3 * dim, dim, 1], dropout)
+
+    def score(self, history, mask, candidates):
+        b, length, d = history.shape
+        c = candidates.size(1)
+        states = run_gru(self.extractor, history, mask)  # (B, L, D)
+        s = states[:, None].expand(b, c, length, d).reshape(b * c, length, d)
+        q = candidates.reshape(b * c, 1, d).expand(b * c, length, d)
+        m = mask[:, None].expand(b, c, length).reshape(b * c, length)
+        logits = self.attention(s.reshape(-1, d), q.reshape(-1, d)).view(b * c, length)
+        attention = masked_softmax(logits, m)
+        h = torch.zeros(b * c, d, dtype=history.dtype, device=history.device)
+        for t in range(length):  # padded steps have attention 0: the state does not move
+            h = self.evolve(s[:, t], h, attention[:, t])
+        interest = h.view(b, c, d)
+        return self.head(torch.cat([interest, candidates, interest * candidates],
+                                   dim=-1)).squeeze(-1)
+
+
+class GRU4Rec(SequenceModel):
+    """GRU4Rec (Hidasi et al., ICLR 2016): a GRU over the session; the last hidden state scores
+    each candidate by dot product. Simplified: BCE with sampled negatives instead of the
+    paper's session-parallel mini-batches with BPR/TOP1 losses."""
+
+    def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1):
+        super().__init__(input_dim, dim, dropout)
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+
+    def score(self, history, mask, candidates):
+        user = last_state(run_gru(self.gru, history, mask), mask)
+        return torch.einsum("bcd,bd->bc", candidates, user)
+
+
+class NARM(SequenceModel):
+    """Neural Attentive Recommendation Machine (Li et al., CIKM 2017): a GRU's last state is
+    the global preference; attention with that state as query over all states is the local
+    purpose; their concatenation scores candidates through a bilinear map."""
+
+    def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1):
+        super().__init__(input_dim, dim, dropout)
+        self.gru = nn.GRU(dim, dim, batch_first=True)
+        self.a1 = nn.Linear(dim, dim, bias=False)
+        self.a2 = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, 1, bias=False)
+        self.bilinear = nn.Linear(2 * dim, dim, bias=False)
+
+    def score(self, history, mask, candidates):
+        states = run_gru(self.gru, history, mask)
+        global_state = last_state(states, mask)
+        logits = self.v(torch.sigmoid(self.a1(states) + self.a2(global_state)[:, None]))
+        weights = logits.squeeze(-1).masked_fill(~mask, 0.0)  # paper: unnormalised weights
+        local = (weights[..., None] * states).sum(dim=1)
+        user = self.bilinear(self.dropout(torch.cat([global_state, local], dim=-1)))
+        return torch.einsum("bcd,bd->bc", candidates, user)
+
+
+class SASRec(SequenceModel):
+    """Self-Attentive Sequential Recommendation (Kang and McAuley, ICDM 2018): learned position
+    embeddings, causal self-attention blocks; the output at the last real position scores
+    candidates by dot product. Padding is masked out of every attention."""
+
+    def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1,
+                 max_length: int = 64, layers: int = 2, heads: int = 2):
+        super().__init__(input_dim, dim, dropout)
+        self.max_length = max_length
+        self.positions = nn.Embedding(max_length, dim)
+        block = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=dim, dropout=dropout,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def score(self, history, mask, candidates):
+        length = history.size(1)
+        x = history + self.positions(torch.arange(length, device=history.device))
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool,
+                                       device=history.device), diagonal=1)
+        out = self.norm(self.encoder(x, mask=causal, src_key_padding_mask=~mask))
+        return torch.einsum("bcd,bd->bc", candidates, last_state(out, mask))
+
+
+class CORE(SequenceModel):
+    """CORE (Hou et al., SIGIR 2022), the transformer variant: the session is a weighted sum of
+    its own item representations (weights from a transformer over the history, masked softmax),
+    so session and items live in one space (representation consistency); scores are cosine
+    similarities divided by a temperature. Simplified: no robust distance measurement
+    dropout on the item table."""
+
+    def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1,
+                 max_length: int = 64, temperature: float = 0.07):
+        super().__init__(input_dim, dim, dropout)
+        self.max_length = max_length
+        self.positions = nn.Embedding(max_length, dim)
+        block = nn.TransformerEncoderLayer(dim, 2, dim_feedforward=dim, dropout=dropout,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(block, 1, enable_nested_tensor=False)
+        self.weight = nn.Linear(dim, 1)
+        self.temperature = temperature
+
+    def score(self, history, mask, candidates):
+        x = history + self.positions(torch.arange(history.size(1), device=history.device))
+        out = self.encoder(x, src_key_padding_mask=~mask)
+        weights = masked_softmax(self.weight(out).squeeze(-1), mask)
+        session = nn.functional.normalize((weights[..., None] * history).sum(dim=1), dim=-1)
+        items = nn.functional.normalize(candidates, dim=-1)
+        return torch.einsum("bcd,bd->bc", items, session) / self.temperature
+
+
+MODELS: dict[str, type[SequenceModel]] = {
+    "ncf": NCF, "din": DIN, "dien": DIEN, "gru4rec": GRU4Rec, "narm": NARM, "sasrec": SASRec,
+    "core": CORE}
+DISPLAY_NAMES = {"ncf": "NCF", "din": "DIN", "dien": "DIEN", "gru4rec": "GRU4Rec",
+                 "narm": "NARM", "sasrec": "SASRec", "core": "CORE"}
+
+
+def build_model(name: str, input_dim: int, dim: int = 64, dropout: float = 0.1) -> SequenceModel:
+    if name not in MODELS:
+        raise ValueError(f"unknown classical model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name](input_dim, dim, dropout)
+
+
+# -- data -----------------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    history: torch.Tensor  # (B, L, E)
+    mask: torch.Tensor  # (B, L)
+    candidates: torch.Tensor  # (B, C, E), column 0 the positive
+
+
+class ItemTable:
+    """Frozen vectors by item id."""
+
+    def __init__(self, item_ids: Sequence[str], vectors: np.ndarray):
+        self.index = {str(item): row for row, item in enumerate(item_ids)}
+        self.vectors = torch.as_tensor(np.asarray(vectors, dtype=np.float32))
+
+    def rows(self, ids: Sequence[str], owner: str, role: str) -> list[int]:
+        try:
+            return [self.index[str(i)] for i in ids]
+        except KeyError as err:
+            raise KeyError(f"{role} item {err.args[0]!r} of user {owner!r} has no embedding") \
+                from None
+
+    def batch(self, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
+              owners: Sequence[str], max_length: int | None = None) -> Batch:
+        """Right-padded history vectors (the most recent ``max_length`` items when given)."""
+        if max_length:
+            histories = [list(h)[-max_length:] for h in histories]
+        length = max(len(h) for h in histories)
+        if length == 0:
+            raise ValueError(f"user {owners[0]!r}: empty history")
+        rows = torch.zeros(len(histories), length, dtype=torch.long)
+        mask = torch.zeros(len(histories), length, dtype=torch.bool)
+        for i, (history, owner) in enumerate(zip(histories, owners, strict=True)):
+            rows[i, :len(history)] = torch.tensor(self.rows(history, owner, "history"))
+            mask[i, :len(history)] = True
+        cand = torch.tensor([self.rows(c, o, "candidate")
+                             for c, o in zip(candidates, owners, strict=True)])
+        return Batch(self.vectors[rows], mask, self.vectors[cand])
+
+
+def training_examples(train: pd.DataFrame, n_items: int, item_ids: Sequence[str], seed: int,
+                      negatives_per_prefix: int = 1, max_history: int | None = None
+                      ) -> list[tuple[list[str], list[str], str]]:
+    """(history prefix, [positive, *negatives], user) for every next-item step of every training
+    user; the final step uses the user's frozen negatives."""
+    rng = np.random.default_rng(seed)
+    examples = []
+    for row in train.to_dict("records"):
+        sequence = [*row[HISTORY], row[TARGET]]
+        seen = set(sequence)
+        for end in range(1, len(sequence)):
+            prefix = sequence[:end][-max_history:] if max_history else sequence[:end]
+            if end == len(sequence) - 1:
+                negatives = list(row[NEGATIVES])
+            else:
+                negatives = []
+                while len(negatives) < negatives_per_prefix:
+                    pick = item_ids[int(rng.integers(n_items))]
+                    if pick not in seen:
+                        negatives.append(pick)
+            examples.append((prefix, [sequence[end], *negatives], row[USER_ID]))
+    return examples
+
+
+# -- training and scoring -------------------------------------------------------------------
+
+@dataclass
+class TrainSettings:
+    dim: int = 64
+    dropout: float = 0.1
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    max_epochs: int = 30
+    patience: int = 5
+    seed: int = 42
+
+
+def score_frame(model: SequenceModel, table: ItemTable, frame: pd.DataFrame,
+                batch_size: int = 256) -> np.ndarray:
+    """Scores of [target, *negatives] per user, in frame order."""
+    model.eval()
+    out = []
+    rows = frame.to_dict("records")
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            part = rows[start:start + batch_size]
+            batch = table.batch([list(r[HISTORY]) for r in part],
+                                [[r[TARGET], *r[NEGATIVES]] for r in part],
+                                [r[USER_ID] for r in part], model.max_length)
+            out.append(model(batch.history, batch.mask, batch.candidates).double().numpy())
+    return np.vstack(out) if out else np.empty((0, 0))
+
+
+def train_model(name: str, table: ItemTable, train: pd.DataFrame, valid: pd.DataFrame,
+                settings: TrainSettings, *, progress: bool = True) -> tuple[SequenceModel,
+                                                                            dict[str, Any]]:
+    """Train one model with early stopping on validation Recall@3+5+10; returns the best
+    model and a record (epochs run, best epoch, validation scores, seconds)."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    model = build_model(name, table.vectors.shape[1], settings.dim, settings.dropout)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    ids = list(table.index)
+    examples = training_examples(train, len(ids), ids, settings.seed,
+                                 max_history=model.max_length)
+    loss_fn = nn.BCEWithLogitsLoss()
+    best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
+    history = []
+    began = time.perf_counter()
+    bar = tqdm(range(1, settings.max_epochs + 1), desc=name, disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(examples), generator=generator).tolist()
+        losses = []
+        for start in range(0, len(order), settings.batch_size):
+            part = [examples[i] for i in order[start:start + settings.batch_size]]
+            batch = table.batch([p[0] for p in part], [p[1] for p in part], [p[2] for p in part])
+            logits = model(batch.history, batch.mask, batch.candidates)
+            labels = torch.zeros_like(logits)
+            labels[:, 0] = 1.0
+            loss = loss_fn(logits, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        valid_scores = score_frame(model, table, valid)
+        selection = metrics.selection_score(metrics.per_user_metrics(
+            valid_scores, user_ids=valid[USER_ID].tolist()))
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid": selection})
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", valid=f"{selection:.3f}")
+        if selection > best[0]:  # ties keep the earlier epoch
+            best = (selection, epoch, copy.deepcopy(model.state_dict()))
+        elif epoch - best[1] >= settings.patience:
+            break
+    model.load_state_dict(best[2])
+    record = {"model": name, "epochs_run": len(history), "best_epoch": best[1],
+              "best_valid_selection": best[0], "train_examples": len(examples),
+              "train_seconds": round(time.perf_counter() - began, 3), "history": history,
+              "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    return model, record

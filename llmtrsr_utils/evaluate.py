@@ -10,6 +10,7 @@ timings, the prompt shortening counts, and the params, versions and commit that 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -21,7 +22,13 @@ import pandas as pd
 
 import llmtrsr_utils
 from llmtrsr_utils import baselines, classical, metrics
-from llmtrsr_utils.artifacts import git_commit, library_versions, write_json, write_parquet
+from llmtrsr_utils.artifacts import (
+    check_writable,
+    git_commit,
+    library_versions,
+    write_json,
+    write_parquet,
+)
 from llmtrsr_utils.config import Config
 from llmtrsr_utils.datasets.base import USER_ID
 from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset
@@ -104,7 +111,8 @@ def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: flo
                 "item_num": cfg.recommender.item_num, "seed": cfg.seed,
                 "params_hash": run_hash, "system_params_hash": cfg.fingerprint(),
                 "kit_version": llmtrsr_utils.__version__,
-                "git_commit": git_commit(), **extra})
+                "git_commit": git_commit(), "library_versions": json.dumps(library_versions()),
+                **extra})
     return row
 
 
@@ -257,7 +265,7 @@ def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
     score files present) is read back instead of scored again. ``write_tables=False`` (grid
     points) adds rows to the results table but leaves the run's Table 2 files alone.
     """
-    out = results_dir(cfg)
+    out = check_writable(results_dir(cfg))  # before scoring anything
     rows: list[dict[str, Any]] = []
     test_per_user: dict[str, pd.DataFrame] = {}
     previous = load_results(cfg) if reuse and (out / "metrics.parquet").is_file() else None
@@ -371,7 +379,8 @@ def point_result(cfg: Config, system: str) -> dict[str, Any]:
     row = rows.iloc[-1].to_dict()
     keep = ["system", "epoch", "n_users", "scoring_seconds", "candidates_per_second",
             "params_hash", "kit_version", "git_commit",
-            *[c for c in row if c.split("_ci_")[0] in metrics.METRICS]]
+            *[c for c in row if c.split("_ci_")[0] in metrics.METRICS],
+            *[c for c in row if c.startswith("prompt_")]]  # shortening is never silent
     result = {k: _plain(row[k]) for k in keep if k in row}
     if system in SYSTEMS:
         record = training_record(cfg, system)

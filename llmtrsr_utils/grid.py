@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from llmtrsr_utils.artifacts import write_parquet
+from llmtrsr_utils.artifacts import check_writable, write_parquet
 from llmtrsr_utils.config import (
     Config,
     ConfigError,
@@ -227,8 +227,7 @@ def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence
     params_path = Path(params_file).resolve()
     base = load_config(params_path, overrides)
     grid = load_grid(grid_file, axes)
-    out = grid_dir(base, grid, runs_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(grid_dir(base, grid, runs_dir))
     results_path = out / RESULTS
     report = GridReport(grid.name, results_path)
     done = set(load_grid_results(results_path)["point_key"]) if results_path.is_file() else set()

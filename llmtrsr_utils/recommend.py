@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from llmtrsr_utils.artifacts import git_commit, library_versions, write_json
+from llmtrsr_utils.artifacts import check_writable, git_commit, library_versions, write_json
 from llmtrsr_utils.config import Config
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import (
@@ -277,7 +277,8 @@ def list_checkpoints(out_dir: Path) -> list[tuple[float, Path]]:
     for folder in sorted(Path(out_dir).glob("checkpoint-*"),
                          key=lambda p: int(p.name.split("-")[-1])):
         state = folder / "trainer_state.json"
-        if state.is_file() and (folder / "adapter_model.safetensors").is_file():
+        if state.is_file() and (folder / "adapter_model.safetensors").is_file() and (
+                folder / "optimizer.pt").is_file():
             found.append((float(json.loads(state.read_text())["epoch"]), folder))
     return found
 
@@ -336,15 +337,16 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
 
 
 def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:
-    """LoRA SFT of one system; resumes from its last checkpoint. Returns the run record."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """LoRA SFT of one system; resumes from its last complete checkpoint. Returns the run
+    record."""
     cfg = system_config(cfg, system)
     rec = cfg.recommender
-    out_dir = adapter_dir(cfg, system)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_writable(adapter_dir(cfg, system))  # before loading anything
     trainer, info = build_trainer(cfg, system, out_dir, progress=progress)
-    last = get_last_checkpoint(str(out_dir))
+    # Not transformers' get_last_checkpoint: it takes the highest-numbered folder even when a
+    # kill interrupted its writing; a checkpoint counts once its trainer state is written last.
+    complete = list_checkpoints(out_dir)
+    last = str(complete[-1][1]) if complete else None
     if last:
         log.info("%s: resuming from %s", system, last)
     began = time.perf_counter()

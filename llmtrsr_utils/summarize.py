@@ -24,7 +24,13 @@ from typing import Any
 
 import pandas as pd
 
-from llmtrsr_utils.artifacts import git_commit, library_versions, write_json, write_parquet
+from llmtrsr_utils.artifacts import (
+    check_writable,
+    git_commit,
+    library_versions,
+    write_json,
+    write_parquet,
+)
 from llmtrsr_utils.config import Config
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, USER_ID
 from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset, read_manifest
@@ -240,6 +246,7 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
     from accelerate import PartialState
 
     state = PartialState()
+    check_writable(summaries_path(cfg, split, paradigm).parent)  # before any model call
     users, domain = split_histories(cfg, split)
     began = time.perf_counter()
     summarizer = Summarizer(cfg, domain, progress=progress and state.is_local_main_process)

@@ -114,3 +114,18 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
     assert {p.name for p in written if p.suffix == ".png"} == {
         "table2.png", "figure9_item_count.png", "figure10_recommender_size.png",
         "figure11_summarizer_size.png", "efficiency.png", "efficiency_prompt_growth.png"}
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, GRID_POINT], ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(path):
+    """papermill must parse each line of the parameters cell (a comment it cannot parse makes
+    it drop the parameter with only a warning)."""
+    import papermill as pm
+
+    names = list(pm.inspect_notebook(str(path)))
+    source = next(c for c in nbformat.read(path, as_version=4).cells
+                  if "parameters" in c.metadata.get("tags", [])).source
+    assigned = [line.split("=")[0].strip() for line in source.splitlines()
+                if "=" in line and not line.lstrip().startswith("#")]
+    assert names == assigned
+    assert names[:2] == ["params_file", "overrides"]

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PARAMETERS = '''# Parameters: papermill injects its values in a cell after this one.
 params_file = "params/default.yaml"
-overrides = []  # e.g. ["data.n_test_users=8"]'''
+# key=value strings applied on top of the params file, e.g. data.n_test_users=8
+overrides = []'''
 
 SETUP = '''from llmtrsr_utils.config import load_config, use_project_root
 

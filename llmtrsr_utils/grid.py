@@ -85,9 +85,14 @@ class GridReport:
 
     grid: str
     results_path: Path
+    spec: Grid | None = None
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def rows(self, cfg: Config) -> pd.DataFrame:
+        """This grid's finished rows for the profile ``cfg``, in grid order."""
+        return rows_for(load_grid_results(self.results_path), cfg, self.spec)
 
 
 def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None) -> Grid:
@@ -146,20 +151,22 @@ def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None)
                 source=source)
 
 
-# The params' ablation lists that reduce a grid axis (a CPU profile runs fewer values).
-ABLATION_AXES = {"recommender.item_num": "item_nums", "recommender.model": "recommenders",
-                 "summarizer.model": "summarizers"}
+# Which list of the params' ``ablations`` section sets which axis of which grid (a CPU profile
+# runs fewer values). Only the grid's own ablated axis: the summarizer grid's fixed
+# item_num 0 must not take the item-count grid's values.
+ABLATION_AXES = {"item_count": ("recommender.item_num", "item_nums"),
+                 "recommender_size": ("recommender.model", "recommenders"),
+                 "summarizer_size": ("summarizer.model", "summarizers")}
 
 
 def profile_axes(cfg: Config, grid_file: str | Path) -> dict[str, list[Any]]:
-    """The axes of a grid file that the params' ``ablations`` section reduces."""
+    """The axis of a shipped grid that the params' ``ablations`` section reduces, if any."""
     spec = load_grid(grid_file)
-    axes = {}
-    for axis, name in ABLATION_AXES.items():
-        values = getattr(cfg.ablations, name)
-        if axis in spec.axes and values is not None:
-            axes[axis] = list(values)
-    return axes
+    if spec.name not in ABLATION_AXES:
+        return {}
+    axis, name = ABLATION_AXES[spec.name]
+    values = getattr(cfg.ablations, name)
+    return {axis: list(values)} if values is not None and axis in spec.axes else {}
 
 
 def expand(grid: Grid) -> list[Point]:
@@ -229,13 +236,14 @@ def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence
     grid = load_grid(grid_file, axes)
     out = check_writable(grid_dir(base, grid, runs_dir))
     results_path = out / RESULTS
-    report = GridReport(grid.name, results_path)
+    report = GridReport(grid.name, results_path, grid)
     done = set(load_grid_results(results_path)["point_key"]) if results_path.is_file() else set()
     points = expand(grid)
     # Validate every point's params before running any.
     configs = [load_config(params_path, [*overrides, *p.overrides]) for p in points]
-    for index, (point, cfg) in enumerate(zip(points, configs, strict=True), start=1):
-        key = point_key(cfg, point.system)
+    keys = point_keys(base, grid)
+    for index, (point, cfg, key) in enumerate(zip(points, configs, keys, strict=True), start=1):
+        assert key == point_key(cfg, point.system)
         if key in done:
             log.info("[%d/%d] %s: done already; skipped", index, len(points), point.name)
             report.skipped.append(point.name)
@@ -278,10 +286,27 @@ def _first_line(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def rows_for(table: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """The rows a profile produced (same base params), latest per point."""
+def point_keys(cfg: Config, spec: Grid) -> list[str]:
+    """The results-table keys of a grid's points on top of ``cfg``, in grid order."""
+    keys = []
+    for point in expand(spec):
+        raw = cfg.to_dict()
+        for override in point.overrides:
+            apply_override(raw, override)
+        keys.append(point_key(config_from_dict(raw, source=spec.source), point.system))
+    return keys
+
+
+def rows_for(table: pd.DataFrame, cfg: Config, spec: Grid | None = None) -> pd.DataFrame:
+    """The rows a profile produced (same base params), latest per point; with ``spec``, only
+    the points of that grid (a reduced grid does not show rows of a fuller one), in its order."""
     rows = table[table["base_params_hash"] == cfg.fingerprint()]
-    return rows.drop_duplicates(subset="point_key", keep="last")
+    rows = rows.drop_duplicates(subset="point_key", keep="last")
+    if spec is None:
+        return rows
+    keys = point_keys(cfg, spec)
+    present = set(rows["point_key"])
+    return rows.set_index("point_key").loc[[k for k in keys if k in present]].reset_index()
 
 
 class GridFailedError(RuntimeError):

@@ -267,11 +267,12 @@ def redraw(cfg, grid_files: list[Path] | None = None) -> tuple[list[Path], list[
     files = grid_files if grid_files is not None else sorted(
         (project_root() / "params" / "ablations").glob("*.yaml"))
     for grid_file in files:
-        spec = grid.load_grid(grid_file)
+        spec = grid.load_grid(grid_file, grid.profile_axes(cfg, grid_file))
         path = grid.grid_dir(cfg, spec) / grid.RESULTS
         if spec.figure not in GRID_FIGURES:
             continue
-        rows = grid.rows_for(grid.load_grid_results(path), cfg) if path.is_file() else None
+        rows = grid.rows_for(grid.load_grid_results(path), cfg, spec) if path.is_file() \
+            else None
         if rows is None or rows.empty:
             missing.append(f"{spec.figure}: no rows for these params in {path}")
             continue

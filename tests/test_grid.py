@@ -125,3 +125,15 @@ def test_grid_runs_resumes_and_reports_a_failed_point(tmp_path, movielens_dir):
     with pytest.raises(grid.GridFailedError, match="2 point"):
         grid.raise_on_failure(report)
     assert len(pd.read_parquet(tmp_path / "runs" / "two" / "results.parquet")) == 2
+
+
+def test_profile_reduces_only_each_grids_own_axis():
+    cfg = load_config(ROOT / "params" / "default.yaml")
+    ablations = ROOT / "params" / "ablations"
+    assert grid.profile_axes(cfg, ablations / "item_count.yaml") == {
+        "recommender.item_num": cfg.ablations.item_nums}
+    # The summarizer grid keeps its fixed item_num 0 whatever the item-count list says.
+    axes = grid.profile_axes(cfg, ablations / "summarizer_size.yaml")
+    assert axes == {"summarizer.model": cfg.ablations.summarizers}
+    spec = grid.load_grid(ablations / "summarizer_size.yaml", axes)
+    assert [p.values["recommender.item_num"] for p in grid.expand(spec)] == [0, 0]

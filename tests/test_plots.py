@@ -82,7 +82,12 @@ def test_redraw_uses_only_saved_tables(tmp_path):
     base = cfg.fingerprint()
     item_rows = grid_rows("recommender.item_num", [0, 3],
                           ["llmtrsr-hierarchical", "llmtrsr-recurrent"])
-    item_rows["point_key"] = [f"k{i}" for i in range(len(item_rows))]
+    spec = grid.load_grid(ROOT / "params" / "ablations" / "item_count.yaml",
+                          grid.profile_axes(cfg, ROOT / "params" / "ablations" / "item_count.yaml"))
+    keys = {(p.values["recommender.item_num"], p.system): key
+            for p, key in zip(grid.expand(spec), grid.point_keys(cfg, spec), strict=True)}
+    item_rows["point_key"] = [keys[(v, s)] for v, s in zip(
+        item_rows["axis.recommender.item_num"], item_rows["system"], strict=True)]
     item_rows["base_params_hash"] = base
     other = item_rows.assign(base_params_hash="another profile", point_key="other")
     path = tmp_path / "runs" / "item_count" / grid.RESULTS

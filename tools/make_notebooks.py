@@ -232,7 +232,7 @@ from llmtrsr_utils import grid, plots
 ''' + GRID_SETUP),
         new_code_cell(RUN_GRID),
         new_markdown_cell("## Results (test users, mean and 95% CI)"),
-        new_code_cell('''rows = grid.rows_for(grid.load_grid_results(report.results_path), cfg)
+        new_code_cell('''rows = report.rows(cfg)  # this grid's finished points for these params
 grid.metric_table(rows, ["system", "axis.recommender.item_num"])'''),
         new_code_cell('''plots.plot_item_count(rows, cfg.figures_path)'''),
         new_code_cell(RAISE_ON_FAILURE),
@@ -253,7 +253,7 @@ from llmtrsr_utils import grid, plots
 ''' + GRID_SETUP),
         new_code_cell(RUN_GRID),
         new_markdown_cell("## Results (test users, mean and 95% CI)"),
-        new_code_cell('''rows = grid.rows_for(grid.load_grid_results(report.results_path), cfg)
+        new_code_cell('''rows = report.rows(cfg)  # this grid's finished points for these params
 grid.metric_table(rows, ["axis.recommender.model", "train_seconds", "seconds_per_step"])'''),
         new_code_cell('''plots.plot_model_size(rows, "recommender.model",
                       "Recommender size (paper Figure 10)", cfg.figures_path,
@@ -283,7 +283,7 @@ from llmtrsr_utils.summarize import summaries_by_model
 ''' + GRID_SETUP),
         new_code_cell(RUN_GRID),
         new_markdown_cell("## Results (test users, mean and 95% CI)"),
-        new_code_cell('''rows = grid.rows_for(grid.load_grid_results(report.results_path), cfg)
+        new_code_cell('''rows = report.rows(cfg)  # this grid's finished points for these params
 grid.metric_table(rows, ["axis.summarizer.model"])'''),
         new_code_cell('''plots.plot_model_size(rows, "summarizer.model",
                       "Summarizer size, item_num 0 (paper Figure 11)", cfg.figures_path,

@@ -190,12 +190,12 @@ def evaluate_zero_shot(cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Use
     return rows, kept
 
 
-def evaluate_baseline(cfg: Config, name: str) -> tuple[list[dict[str, Any]],
-                                                       dict[str, UserScores]]:
+def evaluate_baseline(cfg: Config, name: str, *, progress: bool = True
+                      ) -> tuple[list[dict[str, Any]], dict[str, UserScores]]:
     if name == "zero-shot":
         return evaluate_zero_shot(cfg)
     if name in CLASSICAL:
-        return evaluate_classical(cfg, name)
+        return evaluate_classical(cfg, name, progress=progress)
     data_dir = prepare_dataset(cfg)
     train = load_split(data_dir, "train")
     vectors = None
@@ -280,7 +280,7 @@ def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
         if name in SYSTEMS:
             new_rows, scores = evaluate_llm_system(cfg, name, progress=progress)
         else:
-            new_rows, scores = evaluate_baseline(cfg, name)
+            new_rows, scores = evaluate_baseline(cfg, name, progress=progress)
         rows += new_rows
         for split, user_scores in scores.items():
             write_parquet(user_scores.frame(), out / "scores" / f"{name}_{split}.parquet")

@@ -6,11 +6,12 @@ learned linear projection maps the encoder's vectors (MiniLM, 384-d) to the mode
 returns one score per candidate. The core idea of each original paper is kept; what is
 simplified is said in its docstring.
 
-Why not RecBole: its models learn item-id embeddings from scratch; the paper's baselines read
-pre-trained text embeddings, which RecBole supports only for some models through feature
-preloading, and its 1.2 release still calls removed numpy aliases (``np.float``) and
-``torch.load`` without ``weights_only`` on the kit's torch 2.13. Seven compact modules here are
-easier to check than a patched framework.
+Why not RecBole: its models learn item-id embeddings from scratch, while the paper's baselines
+read pre-trained text embeddings; and its latest release does not run with the kit's pins
+(checked 2026-11 with recbole 1.2.1, numpy 2.4.6, torch 2.13.0): ``import recbole.quick_start``
+fails in its dependency ray 2.6.3 (``np.bool8``), its MRR/NDCG/MAP metrics use ``np.float``
+(removed in numpy 1.24), and it loads checkpoints with ``torch.load`` without
+``weights_only``. Seven compact modules here are easier to check than a patched framework.
 
 Training (:func:`train_model`): the same training users as the LLM recommender. Every prefix of
 a user's sequence (history + target) predicts its next item, as GRU4Rec and SASRec train; the

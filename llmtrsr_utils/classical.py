@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from llmtrsr_utils import metrics
+from llmtrsr_utils.config import ClassicalConfig
 from llmtrsr_utils.datasets.base import HISTORY, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import NEGATIVES
 
@@ -330,7 +331,7 @@ class ItemTable:
         return Batch(self.vectors[rows], mask, self.vectors[cand])
 
 
-def training_examples(train: pd.DataFrame, n_items: int, item_ids: Sequence[str], seed: int,
+def training_examples(train: pd.DataFrame, item_ids: Sequence[str], seed: int,
                       negatives_per_prefix: int = 1, max_history: int | None = None
                       ) -> list[tuple[list[str], list[str], str]]:
     """(history prefix, [positive, *negatives], user) for every next-item step of every training
@@ -347,7 +348,7 @@ def training_examples(train: pd.DataFrame, n_items: int, item_ids: Sequence[str]
             else:
                 negatives = []
                 while len(negatives) < negatives_per_prefix:
-                    pick = item_ids[int(rng.integers(n_items))]
+                    pick = item_ids[int(rng.integers(len(item_ids)))]
                     if pick not in seen:
                         negatives.append(pick)
             examples.append((prefix, [sequence[end], *negatives], row[USER_ID]))
@@ -355,18 +356,6 @@ def training_examples(train: pd.DataFrame, n_items: int, item_ids: Sequence[str]
 
 
 # -- training and scoring -------------------------------------------------------------------
-
-@dataclass
-class TrainSettings:
-    dim: int = 64
-    dropout: float = 0.1
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 64
-    max_epochs: int = 30
-    patience: int = 5
-    seed: int = 42
-
 
 def score_frame(model: SequenceModel, table: ItemTable, frame: pd.DataFrame,
                 batch_size: int = 256) -> np.ndarray:
@@ -385,20 +374,18 @@ def score_frame(model: SequenceModel, table: ItemTable, frame: pd.DataFrame,
 
 
 def train_model(name: str, table: ItemTable, train: pd.DataFrame, valid: pd.DataFrame,
-                settings: TrainSettings, *, progress: bool = True) -> tuple[SequenceModel,
-                                                                            dict[str, Any]]:
+                settings: ClassicalConfig, *, seed: int, progress: bool = True
+                ) -> tuple[SequenceModel, dict[str, Any]]:
     """Train one model with early stopping on validation Recall@3+5+10; returns the best
     model and a record (epochs run, best epoch, validation scores, seconds)."""
     from tqdm.auto import tqdm
 
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     model = build_model(name, table.vectors.shape[1], settings.dim, settings.dropout)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
-    ids = list(table.index)
-    examples = training_examples(train, len(ids), ids, settings.seed,
-                                 max_history=model.max_length)
+    examples = training_examples(train, list(table.index), seed, max_history=model.max_length)
     loss_fn = nn.BCEWithLogitsLoss()
     best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
     history = []

@@ -213,17 +213,19 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def fingerprint(self, *sections: str) -> str:
-        """sha256 of the canonical JSON of the settings that change results (the whole config
-        less where things are written, batch sizes and ablation lists), or of the named
-        sections. Results rows carry it, so equal settings are recognised across runs."""
+    def fingerprint(self, *sections: str, ignore: Iterable[str] = ()) -> str:
+        """sha256 of the canonical JSON of the settings that change results (the whole config,
+        or the named top-level sections, less where things are written, batch sizes and
+        ablation lists, and less the dotted keys in ``ignore``). Results rows, adapters and
+        summaries carry it, so equal settings are recognised across runs."""
         payload = self.to_dict()
         if sections:
             payload = {name: payload[name] for name in sections}
-        else:
-            for key in NOT_IN_FINGERPRINT:
-                section, _, name = key.rpartition(".")
-                (payload[section] if section else payload).pop(name, None)
+        for key in (*NOT_IN_FINGERPRINT, *ignore):
+            section, _, name = key.rpartition(".")
+            node = payload.get(section) if section else payload
+            if isinstance(node, dict):
+                node.pop(name, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -290,8 +292,9 @@ def config_from_dict(raw: Mapping[str, Any], source: str = "dict") -> Config:
     return cfg
 
 
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Apply one ``dotted.key=value`` override; the value is read as YAML (5, true, null, [a])."""
+def apply_override(raw: dict[str, Any], override: str, source: str | None = None) -> None:
+    """Apply one ``dotted.key=value`` override; the value is read as YAML (5, true, null, [a]).
+    Errors name ``source`` (default: ``--set <key>``)."""
     if "=" not in override:
         raise ConfigError(f"--set {override!r}: expected key=value, e.g. data.n_test_users=8")
     key, _, value_text = override.partition("=")
@@ -302,8 +305,8 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(value_text) if value_text.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key}: value {value_text!r} is not valid YAML: {err}") from None
-    # Check the path exists in the schema now, so the error says it came from --set.
-    _schema_type_at(key, source=f"--set {key}")
+    # Check the path exists in the schema now, so the error says where it came from.
+    _schema_type_at(key, source=source or f"--set {key}")
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
@@ -313,11 +316,6 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
-
-
-def check_key(dotted: str, source: str) -> None:
-    """Raise ConfigError (naming ``source``) unless ``dotted`` is a key of the schema."""
-    _schema_type_at(dotted, source)
 
 
 def _schema_type_at(dotted: str, source: str) -> Any:

@@ -59,7 +59,7 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
     from transformers import TrainerCallback
 
     from llmtrsr_utils.evaluate import score_llm
-    from llmtrsr_utils.models import default_device, load_causal_lm, load_tokenizer
+    from llmtrsr_utils.models import default_device, load_causal_lm
     from llmtrsr_utils.recommend import (
         answer_token_ids,
         build_trainer,
@@ -70,8 +70,10 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
     scfg = system_config(cfg, system)
     rec = scfg.recommender
     device = default_device()
-    tokenizer = load_tokenizer(rec.model, revision=rec.revision,
-                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+    model, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
+                                      load_in_8bit=rec.load_in_8bit,
+                                      trust_remote_code=rec.trust_remote_code,
+                                      cache_dir=cfg.cache_dir)
     users, counts = split_prompts(scfg, "test", tokenizer, max_users=n_users, progress=False)
     lengths = np.array([len(tokenizer(p)["input_ids"]) for u in users for p in u.prompts])
     row: dict[str, Any] = {"system": system, "device": device, "users": len(users),
@@ -81,10 +83,6 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
                            "prompt_recent_items_dropped": counts["recent_items_dropped"]}
 
     # Scoring first, so its peak is not the trainer's.
-    model, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
-                                      load_in_8bit=rec.load_in_8bit,
-                                      trust_remote_code=rec.trust_remote_code,
-                                      cache_dir=cfg.cache_dir)
     yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     scores = score_llm(model, tokenizer, users, yes_id, no_id, rec.score_batch_size)
     row["candidates_per_second"] = scores.scores.size / scores.seconds
@@ -152,14 +150,13 @@ def prompt_growth(cfg: Config, lengths: Sequence[int] = (1, 5, 10, 20, 40, 80, 1
     (a test user's real summary and the ``item_num`` most recent items). Histories are drawn
     from the catalogue with the run's seed; nothing is shortened, to show the raw growth.
     Written to ``<work_dir>/efficiency/prompt_growth.parquet`` for `llmtrsr figures`."""
-    from llmtrsr_utils.datasets.base import ITEM_ID
     from llmtrsr_utils.datasets.splits import load_items, prepare_dataset, read_manifest
     from llmtrsr_utils.models import load_tokenizer
     from llmtrsr_utils.recommend import RecommendationPrompts, summaries_for, system_config
 
     data_dir = prepare_dataset(cfg)
     domain = read_manifest(data_dir)["domain"]
-    texts = load_items(data_dir)[["item_id", "text"]].set_index(ITEM_ID)["text"].tolist()
+    texts = load_items(data_dir)["text"].tolist()
     rec = cfg.recommender
     tokenizer = load_tokenizer(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)

@@ -32,7 +32,7 @@ from llmtrsr_utils.artifacts import (
 from llmtrsr_utils.config import Config
 from llmtrsr_utils.datasets.base import USER_ID
 from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset
-from llmtrsr_utils.models import load_causal_lm, load_tokenizer
+from llmtrsr_utils.models import load_causal_lm
 from llmtrsr_utils.recommend import (
     SYSTEMS,
     UserPrompts,
@@ -128,34 +128,33 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
                  adapter_dir(cfg, system))
         train_system(cfg, system, progress=progress)
     checkpoints = list_checkpoints(adapter_dir(scfg, system))
-    tokenizer = load_tokenizer(rec.model, revision=rec.revision,
-                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+    base, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
+                                     load_in_8bit=rec.load_in_8bit,
+                                     trust_remote_code=rec.trust_remote_code,
+                                     cache_dir=cfg.cache_dir)
     test_users, test_counts = split_prompts(scfg, "test", tokenizer, progress=progress)
     yes_id, no_id = answer_token_ids(tokenizer, test_users[0].prompts[0], rec.answer_words)
-    base, _ = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
-                             load_in_8bit=rec.load_in_8bit,
-                             trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
     rows, kept = [], {}
     best: tuple[float, float, Path] | None = None
     if len(checkpoints) == 1:  # nothing to select: validation would only cost time
         log.info("%s: one checkpoint, no selection; validation users not scored", system)
         best = (float("nan"), *checkpoints[0])
-        checkpoints = []
     else:
         valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
-    for epoch, checkpoint in checkpoints:
-        model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
-        scores = score_llm(model, tokenizer, valid_users, yes_id, no_id, rec.score_batch_size)
-        base = model.unload()  # take the adapter out again: the next epoch starts clean
-        row = _row(scfg, system, "valid", scores, epoch=epoch, selected=False,
-                   extra={"checkpoint": str(checkpoint), **_prefixed(valid_counts)},
-                   run_hash=cfg.fingerprint())
-        rows.append(row)
-        log.info("%s epoch %.2f: valid Recall@3+5+10 = %.4f", system, epoch,
-                 row["selection_score"])
-        if best is None or row["selection_score"] > best[0]:  # ties: the earlier epoch
-            best = (row["selection_score"], epoch, checkpoint)
-            kept["valid"] = scores
+        for epoch, checkpoint in checkpoints:
+            model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
+            scores = score_llm(model, tokenizer, valid_users, yes_id, no_id,
+                               rec.score_batch_size)
+            base = model.unload()  # take the adapter out again: the next epoch starts clean
+            row = _row(scfg, system, "valid", scores, epoch=epoch, selected=False,
+                       extra={"checkpoint": str(checkpoint), **_prefixed(valid_counts)},
+                       run_hash=cfg.fingerprint())
+            rows.append(row)
+            log.info("%s epoch %.2f: valid Recall@3+5+10 = %.4f", system, epoch,
+                     row["selection_score"])
+            if best is None or row["selection_score"] > best[0]:  # ties: the earlier epoch
+                best = (row["selection_score"], epoch, checkpoint)
+                kept["valid"] = scores
     assert best is not None
     _, best_epoch, best_checkpoint = best
     for row in rows:
@@ -231,12 +230,8 @@ def evaluate_classical(cfg: Config, name: str, *, progress: bool = True
                                                   cfg.cache_path / "embeddings")
     table = classical.ItemTable(item_ids, vectors)
     frames = {split: load_split(data_dir, split) for split in ("train", "valid", "test")}
-    model, record = classical.train_model(
-        name, table, frames["train"], frames["valid"], classical.TrainSettings(
-            dim=settings.dim, dropout=settings.dropout, learning_rate=settings.learning_rate,
-            weight_decay=settings.weight_decay, batch_size=settings.batch_size,
-            max_epochs=settings.max_epochs, patience=settings.patience, seed=cfg.seed),
-        progress=progress)
+    model, record = classical.train_model(name, table, frames["train"], frames["valid"],
+                                          settings, seed=cfg.seed, progress=progress)
     write_json({**record, "params": cfg.to_dict(), "library_versions": library_versions()},
                results_dir(cfg) / "classical" / f"{name}.json")
     rows, kept = [], {}

@@ -35,7 +35,6 @@ from llmtrsr_utils.config import (
     Config,
     ConfigError,
     apply_override,
-    check_key,
     config_from_dict,
     load_config,
     project_root,
@@ -134,10 +133,9 @@ def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None)
                                   f"{', '.join(SYSTEMS)}")
             continue
         for value in values:  # the schema checks key and type now, before any point runs
-            check_key(key, source)
             trial: dict[str, Any] = {}
+            apply_override(trial, f"{key}={json.dumps(value)}", source=source)
             try:
-                apply_override(trial, f"{key}={json.dumps(value)}")
                 config_from_dict(trial, source="value")
             except ConfigError as err:
                 raise ConfigError(f"{source}: axis '{key}': {err}") from None
@@ -239,11 +237,9 @@ def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence
     report = GridReport(grid.name, results_path, grid)
     done = set(load_grid_results(results_path)["point_key"]) if results_path.is_file() else set()
     points = expand(grid)
-    # Validate every point's params before running any.
-    configs = [load_config(params_path, [*overrides, *p.overrides]) for p in points]
-    keys = point_keys(base, grid)
-    for index, (point, cfg, key) in enumerate(zip(points, configs, keys, strict=True), start=1):
-        assert key == point_key(cfg, point.system)
+    configs = point_configs(base, grid)  # every point's params validated before any runs
+    for index, (point, cfg) in enumerate(zip(points, configs, strict=True), start=1):
+        key = point_key(cfg, point.system)
         if key in done:
             log.info("[%d/%d] %s: done already; skipped", index, len(points), point.name)
             report.skipped.append(point.name)
@@ -286,15 +282,21 @@ def _first_line(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def point_keys(cfg: Config, spec: Grid) -> list[str]:
-    """The results-table keys of a grid's points on top of ``cfg``, in grid order."""
-    keys = []
+def point_configs(cfg: Config, spec: Grid) -> list[Config]:
+    """Each point's config: ``cfg`` with the point's overrides, validated, in grid order."""
+    configs = []
     for point in expand(spec):
         raw = cfg.to_dict()
         for override in point.overrides:
-            apply_override(raw, override)
-        keys.append(point_key(config_from_dict(raw, source=spec.source), point.system))
-    return keys
+            apply_override(raw, override, source=spec.source)
+        configs.append(config_from_dict(raw, source=spec.source))
+    return configs
+
+
+def point_keys(cfg: Config, spec: Grid) -> list[str]:
+    """The results-table keys of a grid's points on top of ``cfg``, in grid order."""
+    return [point_key(c, p.system) for c, p in zip(point_configs(cfg, spec), expand(spec),
+                                                   strict=True)]
 
 
 def rows_for(table: pd.DataFrame, cfg: Config, spec: Grid | None = None) -> pd.DataFrame:

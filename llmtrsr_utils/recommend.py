@@ -16,7 +16,6 @@ summary is shortened first, then the oldest items are dropped, and both are coun
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -70,18 +69,14 @@ def system_config(cfg: Config, system: str) -> Config:
 
 
 def training_fingerprint(cfg: Config) -> str:
-    """sha256 of everything that changes a trained adapter: seed, data, recommender settings,
-    and the summarizer's when the prompt carries a summary. Excluded: scoring-only settings,
-    and the epoch count and checkpoints kept, so that asking for more epochs resumes the same
-    run from its last checkpoint."""
-    payload = cfg.to_dict()
-    recommender = {k: v for k, v in payload["recommender"].items()
-                   if k not in ("score_batch_size", "epochs", "save_total_limit")}
-    kept = {"seed": payload["seed"], "data": payload["data"], "recommender": recommender}
+    """Hash of everything that changes a trained adapter: seed, data, recommender settings,
+    and the summarizer's when the prompt carries a summary. Not the epoch count or checkpoints
+    kept, so that asking for more epochs resumes the same run from its last checkpoint."""
+    sections = ["seed", "data", "recommender"]
     if cfg.recommender.summary != "none":
-        kept["summarizer"] = {k: v for k, v in payload["summarizer"].items()
-                              if k not in ("batch_size", "cache_file")}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+        sections.append("summarizer")
+    return cfg.fingerprint(*sections,
+                           ignore=("recommender.epochs", "recommender.save_total_limit"))
 
 
 def adapter_dir(cfg: Config, system: str) -> Path:

@@ -31,7 +31,7 @@ from llmtrsr_utils.artifacts import (
     write_json,
     write_parquet,
 )
-from llmtrsr_utils.config import Config
+from llmtrsr_utils.config import Config, ConfigError, config_from_dict
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, USER_ID
 from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset, read_manifest
 from llmtrsr_utils.generation import CachedGenerator, GenerationCache, GenerationSettings
@@ -288,15 +288,13 @@ def summaries_current(cfg: Config, split: str, paradigm: str) -> bool:
     record_path = path.with_suffix(".json")
     if not (path.is_file() and record_path.is_file()):
         return False
-    made_with = json.loads(record_path.read_text()).get("params", {})
-    ignored = ("batch_size", "cache_file")
-    now = cfg.to_dict()
-
-    def settings(params: dict[str, Any]) -> dict[str, Any]:
-        summarizer = {k: v for k, v in params.get("summarizer", {}).items() if k not in ignored}
-        return {"seed": params.get("seed"), "data": params.get("data"), "summarizer": summarizer}
-
-    return settings(made_with) == settings(now)
+    try:
+        made_with = config_from_dict(json.loads(record_path.read_text()).get("params", {}),
+                                     source=str(record_path))
+    except ConfigError:  # written by a kit whose params no longer load: regenerate
+        return False
+    sections = ("seed", "data", "summarizer")
+    return made_with.fingerprint(*sections) == cfg.fingerprint(*sections)
 
 
 def load_summaries(cfg: Config, split: str, paradigm: str) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from llmtrsr_utils import classical, metrics
+from llmtrsr_utils.config import ClassicalConfig
 from llmtrsr_utils.datasets.base import HISTORY, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import NEGATIVES
 from tests.conftest import smoke_config
@@ -49,15 +50,15 @@ def toy_task(seed: int = 0) -> tuple[classical.ItemTable, dict[str, pd.DataFrame
     return classical.ItemTable(ids, vectors.astype(np.float32)), frames
 
 
-SETTINGS = classical.TrainSettings(dim=32, dropout=0.0, learning_rate=3e-3, batch_size=64,
-                                   max_epochs=8, patience=3, seed=3)
+SETTINGS = ClassicalConfig(dim=32, dropout=0.0, learning_rate=3e-3, batch_size=64, max_epochs=8,
+                           patience=3)
 
 
 @pytest.mark.parametrize("name", list(classical.MODELS))
 def test_each_model_learns_the_sequence_signal(name):
     table, frames = toy_task()
     model, record = classical.train_model(name, table, frames["train"], frames["valid"],
-                                          SETTINGS, progress=False)
+                                          SETTINGS, seed=3, progress=False)
     scores = classical.score_frame(model, table, frames["test"])
     assert scores.shape == (60, 21)
     recall5 = metrics.per_user_metrics(scores)["recall@5"].mean()
@@ -89,12 +90,11 @@ def test_padding_is_never_read(name):
 
 def test_same_seed_same_scores_other_seed_other_scores():
     table, frames = toy_task()
-    settings = classical.TrainSettings(dim=16, max_epochs=2, patience=2, seed=11)
+    settings = ClassicalConfig(dim=16, max_epochs=2, patience=2)
     runs = []
     for seed in (11, 11, 12):
-        settings.seed = seed
         model, _ = classical.train_model("sasrec", table, frames["train"], frames["valid"],
-                                         settings, progress=False)
+                                         settings, seed=seed, progress=False)
         runs.append(classical.score_frame(model, table, frames["test"]))
     assert np.array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])

@@ -298,13 +298,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from llmtrsr_utils.datasets.splits import DataNotFoundError
     from llmtrsr_utils.grid import GridFailedError
     from llmtrsr_utils.models import ModelLoadError
+    from llmtrsr_utils.prompts import ChatTemplateMissingError
     from llmtrsr_utils.recommend import AnswerTokenError
     from llmtrsr_utils.segmentation import PromptTooLongError
 
     # Errors about the user's input or environment: one clear line, no traceback.
     expected = (ConfigError, DataFormatError, DataNotFoundError, ModelLoadError, DownloadError,
                 PermissionError, PromptTooLongError, AnswerTokenError, FileNotFoundError,
-                GridFailedError)
+                GridFailedError, ChatTemplateMissingError)
     try:
         return args.func(args)
     except expected as err:

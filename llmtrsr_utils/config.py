@@ -35,6 +35,14 @@ NOT_IN_FINGERPRINT = ("work_dir", "runs_dir", "figures_dir", "cache_dir", "ablat
                       "recommender.score_batch_size")
 
 
+# Keys that existed once: an old params file gets told what replaced them.
+RENAMED_KEYS = {
+    "recommender.gradient_accumulation_steps": (
+        "replaced by recommender.global_batch_size (examples per optimizer step over all "
+        "processes; accumulation is derived from it, batch_size and the process count)"),
+}
+
+
 class ConfigError(ValueError):
     """A params file or override that does not fit the schema."""
 
@@ -75,6 +83,17 @@ class DataConfig:
     eval_negatives: int = field(default=20, metadata=_at_least(1))
     # catalogue: uniform over all items (paper); impressions: MIND's non-clicked items.
     negative_source: str = field(default="catalogue", metadata=_choices("catalogue", "impressions"))
+    # What a sampled negative may not be. history_and_target: neither the positive nor an item
+    # of the user's history (the kit); target: not the positive; none: anything in the
+    # catalogue, as the authors' pandas .sample() over every product (it may draw the positive).
+    negative_exclusion: str = field(default="history_and_target",
+                                    metadata=_choices("history_and_target", "target", "none"))
+    # MIND only. history_last: one behaviors row per user (the first), target = the last item
+    # of its History, history = the rest (the authors' build_dataset.py); latest_impression_click:
+    # the user's latest impression with a click, target = its last clicked news in display
+    # order, history = that row's History (the kit before 2026-11).
+    mind_target: str = field(default="history_last",
+                             metadata=_choices("history_last", "latest_impression_click"))
     # Item attributes rendered into text, in order; None: the dataset's default list.
     attributes: list[str] | None = None
     include_item_id: bool = False
@@ -90,6 +109,11 @@ class ModelSettings:
 
     model: str = "smollm2-135m"
     revision: str | None = None
+    # plain: the paper's "### User:\n...\n\n### Assistant:\n" text (which is also the prompt
+    # format of the paper's summarizer, upstage/llama-30b-instruct-2048); chat: the tokenizer's
+    # chat template (an error for a model without one); auto: chat when the tokenizer has a
+    # template, else plain. The format used is recorded in every output.
+    prompt_format: str = field(default="plain", metadata=_choices("plain", "chat", "auto"))
     dtype: str = field(default="auto", metadata=_choices("auto", "float32", "bfloat16", "float16"))
     load_in_8bit: bool = False
     trust_remote_code: bool = False
@@ -124,15 +148,35 @@ class RecommenderConfig(ModelSettings):
     # Which summaries the prompt carries; none + item_num null is the TALLRec baseline.
     summary: str = field(default="hierarchical",
                          metadata=_choices("hierarchical", "recurrent", "none"))
+    # The answer tokens as the authors score them (lowercase; Figure 8 prints 'Yes'/'No').
     answer_words: list[str] = field(default_factory=lambda: ["yes", "no"])
+    # A prompt without summary (TALLRec): null_summary keeps Figure 8's instruction and writes
+    # "[Preference Summary]\nNULL" (the authors' no_summary); drop_summary drops both.
+    no_summary_prompt: str = field(default="null_summary",
+                                   metadata=_choices("null_summary", "drop_summary"))
     # A too-long prompt first cuts the summary to this many tokens, then drops oldest items.
     min_summary_tokens: int = field(default=32, metadata=_at_least(1))
+    # attention: every linear layer inside the attention blocks (the kit); authors: q/k/v/o_proj
+    # for Llama-like models and query_key_value only for GPT-NeoX (Pythia), as their train.py.
+    lora_targets: str = field(default="attention", metadata=_choices("attention", "authors"))
     lora_r: int = field(default=8, metadata=_at_least(1))
     lora_alpha: int = field(default=16, metadata=_at_least(1))
     lora_dropout: float = field(default=0.05, metadata=_at_least(0.0))
     learning_rate: float = field(default=1e-4, metadata=_at_least(0.0))
-    batch_size: int = field(default=1, metadata=_at_least(1))
-    gradient_accumulation_steps: int = field(default=64, metadata=_at_least(1))
+    # AdamW as the authors' train.py: weight decay 5e-4, betas (0.9, 0.95).
+    weight_decay: float = field(default=5e-4, metadata=_at_least(0.0))
+    adam_beta1: float = field(default=0.9, metadata=_at_least(0.0))
+    adam_beta2: float = field(default=0.95, metadata=_at_least(0.0))
+    # constant: the authors' DeepSpeed WarmupLR with 0 warmup steps; linear/cosine: decay to 0.
+    lr_scheduler: str = field(default="constant", metadata=_choices("constant", "linear",
+                                                                    "cosine"))
+    warmup_ratio: float = field(default=0.0, metadata=_at_least(0.0))
+    # 0 disables clipping (the authors' DeepSpeed config sets none).
+    max_grad_norm: float = field(default=0.0, metadata=_at_least(0.0))
+    batch_size: int = field(default=1, metadata=_at_least(1))  # per device (process)
+    # Examples per optimizer step over all processes: accumulation = global / (batch_size x
+    # processes), refused when that is not a whole number. Paper: 1 x 64 = 64.
+    global_batch_size: int = field(default=64, metadata=_at_least(1))
     epochs: int = field(default=8, metadata=_at_least(1))
     # all: loss on every token (paper, eq. 1); answer: on the answer token only.
     loss_on: str = field(default="all", metadata=_choices("all", "answer"))
@@ -146,8 +190,17 @@ class RecommenderConfig(ModelSettings):
 class ClassicalConfig:
     """Table 2's classical baselines (NCF ... CORE) over frozen text embeddings of the items."""
 
-    # Item text encoder: a registry name (minilm-l6, offline) or any sentence-transformers id.
+    # Item text encoder: a registry name (minilm-l6, offline), a local folder, or a hub id (the
+    # paper: pre-trained BERT, google-bert/bert-base-uncased, mean-pooled and frozen).
     encoder: str = "minilm-l6"
+    # text: projected frozen text vectors (paper); id: a learned embedding per item id;
+    # text+id: their sum.
+    item_representation: str = field(default="text", metadata=_choices("text", "id", "text+id"))
+    # paper: each model's own loss (BCE for NCF/DIN/DIEN/NARM, cross-entropy over the sampled
+    # candidates for SASRec/CORE, BPR-max for GRU4Rec); bce: BCE for all.
+    loss: str = field(default="paper", metadata=_choices("paper", "bce"))
+    # Sampled negatives per training example (the last prefix keeps its frozen negatives first).
+    train_negatives: int = field(default=1, metadata=_at_least(1))
     dim: int = field(default=64, metadata=_at_least(1))
     dropout: float = field(default=0.1, metadata=_at_least(0.0))
     learning_rate: float = field(default=1e-3, metadata=_at_least(0.0))
@@ -325,6 +378,9 @@ def _schema_type_at(dotted: str, source: str) -> Any:
         if not (dataclasses.is_dataclass(cls)):
             raise ConfigError(f"{source}: '{'.'.join(walked)}' has no sub-keys")
         names = {f.name: f for f in dataclasses.fields(cls)}
+        if ".".join([*walked, part]) in RENAMED_KEYS:
+            raise ConfigError(f"{source}: key '{'.'.join([*walked, part])}' was "
+                              f"{RENAMED_KEYS['.'.join([*walked, part])]}")
         if part not in names:
             where = ".".join(walked) or "the top level"
             raise ConfigError(f"{source}: unknown key '{'.'.join([*walked, part])}'"
@@ -348,6 +404,8 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     unknown = [k for k in raw if k not in fields]
     if unknown:
         key = unknown[0]
+        if f"{prefix}{key}" in RENAMED_KEYS:
+            raise ConfigError(f"{source}: key '{prefix}{key}' was {RENAMED_KEYS[prefix + key]}")
         where = prefix.rstrip(".") or "the top level"
         hint = _did_you_mean(str(key), fields)
         raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}; "
@@ -431,6 +489,9 @@ def _check_cross_field(cfg: Config, source: str) -> None:
     if len(cfg.recommender.answer_words) != 2:
         raise ConfigError(f"{source}: key 'recommender.answer_words' must list two words "
                           f"(positive, negative); got {cfg.recommender.answer_words!r}")
+    if not 0 <= cfg.recommender.warmup_ratio < 1:
+        raise ConfigError(f"{source}: key 'recommender.warmup_ratio' must be in [0, 1) (a share "
+                          f"of the optimizer steps); got {cfg.recommender.warmup_ratio!r}")
     if cfg.data.min_history > cfg.data.max_history:
         raise ConfigError(f"{source}: key 'data.min_history' ({cfg.data.min_history}) must not "
                           f"exceed 'data.max_history' ({cfg.data.max_history})")

@@ -110,8 +110,7 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
     steps = np.diff([began, *timer.times])
     # The first step pays for warm-up (allocation, autograd graph); the rest are the cost.
     row["sft_seconds_per_step"] = float(steps[1:].mean()) if len(steps) > 1 else float(steps[0])
-    row["sft_tokens_per_step"] = rec.batch_size * rec.gradient_accumulation_steps * float(
-        lengths.mean())
+    row["sft_tokens_per_step"] = rec.global_batch_size * float(lengths.mean())
     row["peak_memory_gib"] = _peak_memory_gib(device)
     row["train_examples"] = info["examples"]
     return row

@@ -93,21 +93,26 @@ def score_llm(model, tokenizer, users: list[UserPrompts], yes_id: int, no_id: in
 def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: float | None,
          selected: bool, extra: dict[str, Any], run_hash: str) -> dict[str, Any]:
     """One results row; ``cfg`` is the system's config, ``run_hash`` the run's params hash."""
-    per_user = scores.per_user()
+    per_user = scores.per_user()  # ties at their expected value: the headline
+    pessimistic = metrics.per_user_metrics(scores.scores, ties="pessimistic")
     ci = metrics.bootstrap_ci(per_user, seed=cfg.seed, metrics=metrics.METRICS)
     row: dict[str, Any] = {"system": system, "split": split, "epoch": epoch,
                            "selected": selected, "n_users": len(per_user),
-                           "selection_score": metrics.selection_score(per_user)}
+                           "selection_score": metrics.selection_score(per_user),
+                           "tied_positive_share": float(per_user["tied"].mean())}
     for name in metrics.METRICS:
         row[name] = float(ci.loc[name, "mean"])
         row[f"{name}_ci_low"] = float(ci.loc[name, "ci_low"])
         row[f"{name}_ci_high"] = float(ci.loc[name, "ci_high"])
+        row[f"{name}_pessimistic"] = float(pessimistic[name].mean())
     n_candidates = scores.scores.size
     row.update({"scoring_seconds": round(scores.seconds, 3),
                 "candidates_per_second": round(n_candidates / scores.seconds, 2)
                 if scores.seconds else None,
                 "dataset": cfg.data.name, "recommender": cfg.recommender.model,
                 "summarizer": cfg.summarizer.model, "summary": cfg.recommender.summary,
+                "summarizer_prompt_format": cfg.summarizer.prompt_format,
+                "recommender_prompt_format": cfg.recommender.prompt_format,
                 "item_num": cfg.recommender.item_num, "seed": cfg.seed,
                 "params_hash": run_hash, "system_params_hash": cfg.fingerprint(),
                 "kit_version": llmtrsr_utils.__version__,
@@ -330,12 +335,20 @@ def upsert_results(path: Path, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
-    """The paper's Table 2 from a results table: selected test rows, one per system."""
+    """The paper's Table 2 from a results table: selected test rows, one per system.
+
+    Metrics count ties at their expected value (the headline); two more columns show the share
+    of users whose positive is tied and Recall@5 with every tie counted against the positive.
+    """
     table = {}
     for _, row in selected_test_rows(results).iterrows():
-        table[row["label"]] = {
-            name: (f"{row[name]:.4f} [{row[f'{name}_ci_low']:.3f}, {row[f'{name}_ci_high']:.3f}]"
-                   if with_ci else round(row[name], 4)) for name in metrics.METRICS}
+        entry = {name: (f"{row[name]:.4f} [{row[f'{name}_ci_low']:.3f}, "
+                        f"{row[f'{name}_ci_high']:.3f}]" if with_ci else round(row[name], 4))
+                 for name in metrics.METRICS}
+        if "tied_positive_share" in row and pd.notna(row["tied_positive_share"]):
+            entry["tied positives"] = f"{row['tied_positive_share']:.2f}"
+            entry["recall@5, ties lost"] = f"{row['recall@5_pessimistic']:.4f}"
+        table[row["label"]] = entry
     return pd.DataFrame(table).T
 
 
@@ -374,7 +387,8 @@ def point_result(cfg: Config, system: str) -> dict[str, Any]:
     row = rows.iloc[-1].to_dict()
     keep = ["system", "epoch", "n_users", "scoring_seconds", "candidates_per_second",
             "params_hash", "kit_version", "git_commit",
-            *[c for c in row if c.split("_ci_")[0] in metrics.METRICS],
+            *[c for c in row if c.split("_ci_")[0].removesuffix("_pessimistic")
+              in metrics.METRICS], "tied_positive_share",
             *[c for c in row if c.startswith("prompt_")]]  # shortening is never silent
     result = {k: _plain(row[k]) for k in keep if k in row}
     if system in SYSTEMS:

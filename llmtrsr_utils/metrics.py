@@ -5,13 +5,24 @@ Recall@{3,5,10}, MRR@{3,5,10} and NDCG@{3,5,10}. Scores arrive as a float array 
 ``(n_users, n_candidates)``; column 0 is the positive, the other columns are negatives, and a
 higher score ranks higher. Other modules rely on this convention.
 
-Ties are broken *against* the positive (its rank counts every negative scoring >= it), so a
-model that gives every candidate the same score gets the worst rank, not a lucky one.
+Ties. When the positive ties with ``e`` negatives and ``g`` negatives score higher, its rank is
+any of ``g + 1 .. g + e + 1``. The headline (``ties="expected"``) is each metric's expected value
+under uniformly random tie-breaking, in closed form: the mean of the metric over those ranks
+(no sampling, so it is deterministic). ``ties="pessimistic"`` counts every tie against the
+positive (rank ``g + e + 1``), the kit's rule before 2026-11, kept as a column so that a system
+living on ties is visible; :func:`tied_share` is the share of users whose positive is tied.
+
+Why not the authors' rule: their test.py ranks with ``np.argsort(-y_score)`` on rows laid out
+``[positive, 20 negatives]``. numpy's default sort returns equal values in index order for these
+sizes (``np.argsort(-np.zeros(21))`` is ``[0, 1, ..., 20]``), so every tie goes *to* the
+positive. That is not a tie rule but an accident of layout and sort algorithm, optimistic exactly
+where a model cannot tell candidates apart, and it interacts with their bfloat16 logits, which tie
+often (see :mod:`llmtrsr_utils.scoring`). A constant scorer would get Recall@3 = 1 under it.
 
 Written by hand rather than taken from a library: over a fixed candidate set with one positive
 these are a few lines of numpy, while the well-known libraries either do not support "one
-positive among sampled candidates, ties broken against the positive" (recommenders and ranx
-rank full item lists with their own tie handling) or pull heavy dependencies (torchmetrics).
+positive among sampled candidates" with this tie handling (recommenders and ranx rank full item
+lists with their own tie handling) or pull heavy dependencies (torchmetrics).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import pandas as pd
 
 KS: tuple[int, ...] = (3, 5, 10)
 FAMILIES: tuple[str, ...] = ("recall", "mrr", "ndcg")
+TIES: tuple[str, ...] = ("expected", "pessimistic")
 
 
 def metric_names(ks: Sequence[int] = KS) -> list[str]:
@@ -54,27 +66,56 @@ def _check_scores(scores: np.ndarray, user_ids: Sequence[str] | None = None) -> 
     return array
 
 
-def positive_ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of the positive (column 0) in each row.
+def rank_bounds(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(best, worst) 1-based rank of the positive (column 0) in each row: best = 1 + negatives
+    scoring strictly higher, worst = best + negatives tied with it. Equal when nothing ties.
 
-    Ties are broken against the positive (pessimistic): rank = 1 + number of negatives with
-    score >= the positive's, so constant or degenerate scores cannot inflate the metrics.
     Raises ValueError naming the row if a score is NaN, or if the array is not 2-D with >= 2
     columns.
     """
     array = _check_scores(scores)
-    return 1 + (array[:, 1:] >= array[:, :1]).sum(axis=1)
+    above = (array[:, 1:] > array[:, :1]).sum(axis=1)
+    tied = (array[:, 1:] == array[:, :1]).sum(axis=1)
+    return 1 + above, 1 + above + tied
+
+
+def positive_ranks(scores: np.ndarray) -> np.ndarray:
+    """1-based pessimistic rank of the positive (every tie counted against it)."""
+    return rank_bounds(scores)[1]
+
+
+def tied_share(scores: np.ndarray) -> float:
+    """Share of rows whose positive ties with at least one negative."""
+    best, worst = rank_bounds(scores)
+    return float(np.mean(worst > best)) if len(best) else 0.0
+
+
+def _value_at_rank(family: str, k: int, ranks: np.ndarray) -> np.ndarray:
+    """One relevant item, so IDCG = 1: recall@k = [r <= k], mrr@k = 1/r if r <= k,
+    ndcg@k = 1/log2(r + 1) if r <= k (0 beyond k)."""
+    ranks = np.asarray(ranks, dtype=float)
+    if family == "recall":
+        values = np.ones_like(ranks)
+    elif family == "mrr":
+        values = 1.0 / ranks
+    else:
+        values = 1.0 / np.log2(ranks + 1.0)
+    return np.where(ranks <= k, values, 0.0)
 
 
 def per_user_metrics(
-    scores: np.ndarray, ks: Sequence[int] = KS, user_ids: Sequence[str] | None = None
+    scores: np.ndarray, ks: Sequence[int] = KS, user_ids: Sequence[str] | None = None,
+    ties: str = "expected",
 ) -> pd.DataFrame:
     """One row per user with every metric, kept per user so intervals and tests can resample.
 
-    Columns are ``metric_names(ks)`` (recall@k..., mrr@k..., ndcg@k...) plus ``rank``; the index
-    is ``user_ids`` when given. With one relevant item IDCG = 1, so for rank r:
-    recall@k = [r <= k], mrr@k = 1/r if r <= k else 0, ndcg@k = 1/log2(r + 1) if r <= k else 0.
+    Columns are ``metric_names(ks)`` (recall@k..., mrr@k..., ndcg@k...), then ``rank_best``,
+    ``rank`` (the pessimistic rank) and ``tied`` (bool); the index is ``user_ids`` when given.
+    ``ties="expected"``: each metric is its mean over the ranks ``rank_best..rank`` the positive
+    takes under random tie-breaking; ``"pessimistic"``: its value at ``rank``.
     """
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {', '.join(TIES)}; got {ties!r}")
     ks = [int(k) for k in ks]
     if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
         raise ValueError(f"ks must be distinct positive integers; got {ks}")
@@ -82,17 +123,27 @@ def per_user_metrics(
         user_ids = list(user_ids)
         if len(set(user_ids)) != len(user_ids):
             raise ValueError("user_ids must be unique (paired tests align users on them)")
-    ranks = positive_ranks(_check_scores(scores, user_ids))
+    array = _check_scores(scores, user_ids)
+    best, worst = rank_bounds(array)
+    # Cumulative metric value over ranks 1..n_candidates: the mean over best..worst is
+    # (cum[worst] - cum[best - 1]) / (worst - best + 1), exact and vectorised.
+    all_ranks = np.arange(1, array.shape[1] + 1)
     columns: dict[str, np.ndarray] = {}
-    for k in ks:
-        columns[f"recall@{k}"] = (ranks <= k).astype(float)
-    for k in ks:
-        columns[f"mrr@{k}"] = np.where(ranks <= k, 1.0 / ranks, 0.0)
-    for k in ks:
-        columns[f"ndcg@{k}"] = np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
-    columns["rank"] = ranks.astype(np.int64)
+    for family in FAMILIES:
+        for k in ks:
+            if ties == "pessimistic":
+                columns[f"{family}@{k}"] = _value_at_rank(family, k, worst)
+                continue
+            cum = np.concatenate(([0.0], np.cumsum(_value_at_rank(family, k, all_ranks))))
+            columns[f"{family}@{k}"] = (cum[worst] - cum[best - 1]) / (worst - best + 1)
+    columns["rank_best"] = best.astype(np.int64)
+    columns["rank"] = worst.astype(np.int64)
+    columns["tied"] = worst > best
     index = pd.Index(user_ids, name="user_id") if user_ids is not None else None
     return pd.DataFrame(columns, index=index)
+
+
+NON_METRIC_COLUMNS = ("rank_best", "rank", "tied")
 
 
 def _metric_values(per_user: pd.DataFrame, metrics: Sequence[str]) -> np.ndarray:
@@ -132,12 +183,12 @@ def bootstrap_ci(
 
     Users are resampled with replacement from a seeded numpy Generator; one (n_boot, n_users)
     index matrix is drawn once and reused for every metric, so metrics are resampled jointly.
-    Rows are metrics (default: every column but ``rank``); columns are
+    Rows are metrics (default: every metric column, not the ranks); columns are
     ``['mean', 'ci_low', 'ci_high', 'n_users']``.
     """
     tail = _check_level(level)
     if metrics is None:
-        metrics = [c for c in per_user.columns if c != "rank"]
+        metrics = [c for c in per_user.columns if c not in NON_METRIC_COLUMNS]
     metrics = list(metrics)
     values = _metric_values(per_user, metrics)
     n_users = values.shape[0]
@@ -208,8 +259,9 @@ def selection_score(per_user: pd.DataFrame) -> float:
 
 
 def summarize(
-    scores: np.ndarray, user_ids: Sequence[str], n_boot: int = 1000, seed: int = 0
+    scores: np.ndarray, user_ids: Sequence[str], n_boot: int = 1000, seed: int = 0,
+    ties: str = "expected",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Convenience for evaluation scripts: ``(per_user_metrics, bootstrap_ci)`` in one call."""
-    per_user = per_user_metrics(scores, KS, user_ids)
+    per_user = per_user_metrics(scores, KS, user_ids, ties=ties)
     return per_user, bootstrap_ci(per_user, n_boot=n_boot, seed=seed)

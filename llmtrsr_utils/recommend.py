@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 import torch
 
 from llmtrsr_utils.artifacts import check_writable, git_commit, library_versions, write_json
-from llmtrsr_utils.config import Config
+from llmtrsr_utils.config import Config, ConfigError, RecommenderConfig
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import (
     NEGATIVES,
@@ -121,7 +122,7 @@ class RecommendationPrompts:
         self.cfg = cfg
         self.domain = domain
         self.tokenizer = tokenizer
-        self.formatter = PromptFormatter(tokenizer)
+        self.formatter = PromptFormatter(tokenizer, rec.prompt_format, rec.model)
         limit = context_length(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
         self.limit = min(rec.max_length, limit) if limit else rec.max_length
@@ -132,8 +133,9 @@ class RecommendationPrompts:
         return self.tokenizer(prompt)["input_ids"]
 
     def render(self, summary: str | None, recent: list[str], candidate: str) -> str:
-        content = recommendation(self.domain, summary, recent, candidate,
-                                 self.cfg.recommender.answer_words)
+        rec = self.cfg.recommender
+        content = recommendation(self.domain, summary, recent, candidate, rec.answer_words,
+                                 no_summary=rec.no_summary_prompt)
         return self.formatter.render(content)
 
     def fit(self, summary: str | None, recent: list[str], longest_candidate: str,
@@ -213,7 +215,8 @@ def answer_token_ids(tokenizer, prompt: str, answers: list[str]) -> tuple[int, i
 def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None = None,
                   progress: bool = True) -> tuple[list[UserPrompts], dict[str, int]]:
     """Prompts for every user of a split under cfg's recommender settings (summaries are
-    computed first if missing)."""
+    computed first if missing). The counts say what was shortened: summaries cut to fit the
+    prompt, recent items dropped, and final summaries the summarizer cut at max_new_tokens."""
     data_dir = prepare_dataset(cfg)
     domain = read_manifest(data_dir)["domain"]
     item_text = load_items(data_dir).set_index(ITEM_ID)["text"]
@@ -221,34 +224,68 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
     if max_users is not None:
         frame = frame.head(max_users)
     summaries: dict[str, str] = {}
+    cut: dict[str, bool] = {}
     if cfg.recommender.summary != "none":
-        summaries = summaries_for(cfg, split, cfg.recommender.summary, progress=progress)
+        table = summaries_table(cfg, split, cfg.recommender.summary, progress=progress)
+        summaries = dict(zip(table[USER_ID], table["final_summary"], strict=True))
+        cut = dict(zip(table[USER_ID], table["final_summary_cut"], strict=True))
     builder = RecommendationPrompts(cfg, tokenizer, domain)
     users = [builder.user_prompts(row, item_text, summaries.get(row[USER_ID]))
              for row in frame.to_dict("records")]
     counts = {"users": len(users),
               "summaries_shortened": sum(u.summary_shortened for u in users),
               "recent_items_dropped": sum(u.items_dropped for u in users),
-              "users_with_items_dropped": sum(u.items_dropped > 0 for u in users)}
+              "users_with_items_dropped": sum(u.items_dropped > 0 for u in users),
+              "summaries_cut_at_max_new_tokens": sum(bool(cut.get(u.user_id)) for u in users)}
     if counts["summaries_shortened"] or counts["recent_items_dropped"]:
         log.warning("%s %s: %d summaries shortened, %d recent items dropped to fit %d tokens",
                     split, cfg.recommender.summary, counts["summaries_shortened"],
                     counts["recent_items_dropped"], builder.limit)
+    if counts["summaries_cut_at_max_new_tokens"]:
+        log.warning("%s %s: %d of %d final summaries were cut at summarizer.max_new_tokens "
+                    "(%d)", split, cfg.recommender.summary,
+                    counts["summaries_cut_at_max_new_tokens"], len(users),
+                    cfg.summarizer.max_new_tokens)
     return users, counts
 
 
-def summaries_for(cfg: Config, split: str, paradigm: str, *, progress: bool = True
-                  ) -> dict[str, str]:
-    """Final summaries of a split, summarizing first what is not there yet."""
+def summaries_table(cfg: Config, split: str, paradigm: str, *, progress: bool = True
+                    ) -> pd.DataFrame:
+    """A split's summaries (user, final summary, whether it was cut, ...), summarizing first
+    what is not there yet."""
     from llmtrsr_utils.summarize import load_summaries, summaries_current, summarize_split
 
     if not summaries_current(cfg, split, paradigm):
         summarize_split(cfg, split, paradigm, progress=progress)
-    frame = load_summaries(cfg, split, paradigm)
+    return load_summaries(cfg, split, paradigm)
+
+
+def summaries_for(cfg: Config, split: str, paradigm: str, *, progress: bool = True
+                  ) -> dict[str, str]:
+    """Final summaries of a split by user, summarizing first what is not there yet."""
+    frame = summaries_table(cfg, split, paradigm, progress=progress)
     return dict(zip(frame[USER_ID], frame["final_summary"], strict=True))
 
 
 # -- training --------------------------------------------------------------------------------------
+
+# The authors' train.py: LoRA on q/k/v/o_proj for Llama, on query_key_value for Pythia.
+AUTHORS_LORA_TARGETS = {"gpt_neox": ["query_key_value"],
+                        "llama": ["k_proj", "o_proj", "q_proj", "v_proj"]}
+
+
+def lora_targets(model, rule: str = "attention") -> list[str]:
+    """LoRA target module names: ``attention`` finds every linear layer inside the attention
+    blocks; ``authors`` uses the authors' lists by architecture, falling back to ``attention``
+    for an architecture they did not train."""
+    if rule == "authors":
+        model_type = getattr(model.config, "model_type", "")
+        if model_type in AUTHORS_LORA_TARGETS:
+            return AUTHORS_LORA_TARGETS[model_type]
+        log.warning("lora_targets: authors has no list for %s; using every attention linear "
+                    "layer", model_type)
+    return attention_projections(model)
+
 
 def attention_projections(model) -> list[str]:
     """Names of the linear layers inside the model's attention blocks (LoRA targets), found
@@ -283,13 +320,55 @@ def training_examples(users: list[UserPrompts], answers: list[str]) -> list[dict
             for user in users for prompt, label in zip(user.prompts, user.labels, strict=True)]
 
 
+def process_count() -> int:
+    """Processes of this launch (``accelerate launch`` and torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accumulation_steps(rec: RecommenderConfig, processes: int) -> int:
+    """Gradient accumulation that makes ``rec.global_batch_size`` examples per optimizer step:
+    global / (per-device batch x processes), refused when that is not a whole number, so the
+    same params are the same experiment on 1, 4 or 8 GPUs."""
+    per_step = rec.batch_size * processes
+    if rec.global_batch_size % per_step:
+        raise ConfigError(
+            f"recommender.global_batch_size {rec.global_batch_size} cannot be made from "
+            f"recommender.batch_size {rec.batch_size} x {processes} process(es) = {per_step} "
+            f"examples per micro-step: it must be a multiple of {per_step}; change batch_size "
+            f"or the number of processes")
+    return rec.global_batch_size // per_step
+
+
+def sft_settings(cfg: Config, out_dir: Path, *, processes: int, dtype: torch.dtype,
+                 device: str, progress: bool = True) -> dict[str, Any]:
+    """SFTConfig keyword arguments for one system's training (a plain dict, to test and log)."""
+    rec = cfg.recommender
+    return dict(
+        output_dir=str(out_dir), per_device_train_batch_size=rec.batch_size,
+        gradient_accumulation_steps=accumulation_steps(rec, processes),
+        num_train_epochs=rec.epochs, learning_rate=rec.learning_rate, optim="adamw_torch",
+        weight_decay=rec.weight_decay, adam_beta1=rec.adam_beta1, adam_beta2=rec.adam_beta2,
+        # transformers 5 takes a warmup ratio as a float warmup_steps in [0, 1).
+        lr_scheduler_type=("constant_with_warmup" if rec.lr_scheduler == "constant"
+                           and rec.warmup_ratio else rec.lr_scheduler),
+        warmup_steps=rec.warmup_ratio,
+        max_grad_norm=rec.max_grad_norm,
+        bf16=dtype == torch.bfloat16, fp16=False,
+        activation_checkpointing=rec.gradient_checkpointing, save_strategy="epoch",
+        save_total_limit=rec.save_total_limit, logging_steps=1, report_to="none",
+        seed=cfg.seed, data_seed=cfg.seed, max_length=rec.max_length,
+        completion_only_loss=rec.loss_on == "answer", disable_tqdm=not progress,
+        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0)
+
+
 def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = True,
                   **overrides: Any):
     """trl's SFTTrainer with a LoRA adapter for one system, on its training users.
 
-    Returns (trainer, info) where info holds the examples count, LoRA targets, answer token ids
-    and prompt shortening counts. ``overrides`` go to SFTConfig (e.g. max_steps, save_strategy
-    for the efficiency study).
+    Returns (trainer, info) where info holds the examples count, LoRA targets, answer token ids,
+    prompt shortening counts and the batch arithmetic (per-device batch, accumulation,
+    processes, global batch). ``overrides`` go to SFTConfig (e.g. max_steps, save_strategy for
+    the efficiency study).
     """
     from datasets import Dataset
     from peft import LoraConfig
@@ -297,6 +376,8 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
 
     cfg = system_config(cfg, system)
     rec = cfg.recommender
+    processes = process_count()
+    accumulation_steps(rec, processes)  # refuse an impossible global batch before any loading
     tokenizer = load_tokenizer(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir,
                                padding_side="right")
@@ -309,25 +390,24 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
                               load_in_8bit=rec.load_in_8bit,
                               trust_remote_code=rec.trust_remote_code, device=device,
                               cache_dir=cfg.cache_dir)
-    targets = attention_projections(model)
+    targets = lora_targets(model, rec.lora_targets)
     lora = LoraConfig(r=rec.lora_r, lora_alpha=rec.lora_alpha, lora_dropout=rec.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
-    settings = dict(
-        output_dir=str(out_dir), per_device_train_batch_size=rec.batch_size,
-        gradient_accumulation_steps=rec.gradient_accumulation_steps,
-        num_train_epochs=rec.epochs, learning_rate=rec.learning_rate, optim="adamw_torch",
-        bf16=dtype == torch.bfloat16, fp16=False,
-        activation_checkpointing=rec.gradient_checkpointing, save_strategy="epoch",
-        save_total_limit=rec.save_total_limit, logging_steps=1, report_to="none",
-        seed=cfg.seed, data_seed=cfg.seed, max_length=rec.max_length,
-        completion_only_loss=rec.loss_on == "answer", disable_tqdm=not progress,
-        use_cpu=not device.startswith("cuda"), dataloader_num_workers=0)
+    settings = sft_settings(cfg, out_dir, processes=processes, dtype=dtype, device=device,
+                            progress=progress)
     settings.update(overrides)
     trainer = SFTTrainer(model=model, args=SFTConfig(**settings),
                          train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
                          peft_config=lora)
+    batch = {"per_device_batch_size": rec.batch_size,
+             "gradient_accumulation_steps": settings["gradient_accumulation_steps"],
+             "processes": processes,
+             "global_batch_size": rec.batch_size * settings["gradient_accumulation_steps"]
+             * processes}
     info = {"examples": len(examples), "lora_targets": targets, "answer_token_ids": answer_ids,
-            "prompt_counts": counts, "device": device}
+            "prompt_counts": counts, "device": device, "batch": batch,
+            "prompt_format": PromptFormatter(tokenizer, rec.prompt_format, rec.model)
+            .prompt_format}
     return trainer, info
 
 
@@ -353,7 +433,8 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
         "examples": info["examples"], "lora_targets": info["lora_targets"],
         "answer_token_ids": info["answer_token_ids"],
         "global_step": state.global_step, "max_steps": state.max_steps,
-        "epochs": rec.epochs, "resumed_from": last, "train_seconds": round(seconds, 2),
+        "epochs": rec.epochs, "resumed_from": last, **info["batch"],
+        "prompt_format": info["prompt_format"], "train_seconds": round(seconds, 2),
         "seconds_per_step": round(seconds / max(1, state.global_step - _step_of(last)), 3),
         "train_loss": result.training_loss, "log_history": state.log_history,
         "prompt_counts": info["prompt_counts"],
@@ -361,7 +442,8 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
         "params": cfg.to_dict(), "library_versions": library_versions(),
         "git_commit": git_commit(),
     }
-    write_json(record, out_dir / "training.json")
+    if trainer.is_world_process_zero():  # one record for a multi-process launch
+        write_json(record, out_dir / "training.json")
     return record
 
 

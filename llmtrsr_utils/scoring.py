@@ -1,5 +1,12 @@
 """p(yes) scoring of candidates (paper equations 2 and 3): softmax(logit yes, logit no)[yes].
 
+The two answer logits are computed in float32 from the model's final hidden state and the
+lm_head rows of the two answer tokens only (:class:`AnswerHead`), whatever the model's dtype. A
+bfloat16 model's own logits keep 8 bits of mantissa: logits near 20 come in steps of 0.125, so
+p(yes) takes few distinct values and many candidates tie (the authors' test.py reads those
+rounded bf16 logits). The hidden state is still the model's (bf16 on a GPU); only the last
+product and the softmax are done in float32 and float64.
+
 Two scorers that must agree:
 
 - :func:`score_reference`: one full forward per prompt; kept for tests and benchmarks.
@@ -24,21 +31,70 @@ import torch
 from llmtrsr_utils.generation import shared_prefix_length
 
 
-def yes_probability(logits: torch.Tensor, yes_id: int, no_id: int) -> torch.Tensor:
-    """softmax over the two answer logits, taking 'yes' (float64 for stable comparisons)."""
-    pair = torch.stack([logits[..., yes_id], logits[..., no_id]], dim=-1).double()
-    return torch.softmax(pair, dim=-1)[..., 0]
+def causal_lm(model):
+    """The transformers CausalLM inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_of(model):
+    """The decoder stack that returns the final hidden state (LoRA layers live inside it)."""
+    return causal_lm(model).get_decoder()
+
+
+class AnswerHead:
+    """The output layer restricted to the two answer tokens, in float32.
+
+    Holds the (2, hidden) rows of the lm_head for (yes, no), its bias if any, and applies the
+    model's own final logit transform where its config has one (Gemma 2's
+    ``final_logit_softcapping``, Cohere's ``logit_scale``), so that for a float32 model its
+    logits equal the model's own at those two ids.
+    """
+
+    def __init__(self, model, yes_id: int, no_id: int):
+        lm = causal_lm(model)
+        head = lm.get_output_embeddings()
+        ids = torch.tensor([yes_id, no_id], device=head.weight.device)
+        self.weight = head.weight.detach()[ids].float()
+        bias = getattr(head, "bias", None)
+        self.bias = bias.detach()[ids].float() if bias is not None else None
+        config = lm.config.get_text_config()
+        self.softcap = getattr(config, "final_logit_softcapping", None)
+        self.scale = getattr(config, "logit_scale", None)
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) in any dtype -> (..., 2) float32 logits of (yes, no)."""
+        logits = hidden.float() @ self.weight.to(hidden.device).T
+        if self.bias is not None:
+            logits = logits + self.bias.to(hidden.device)
+        if self.scale is not None:
+            logits = logits * self.scale
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def yes_probability(pair: torch.Tensor) -> torch.Tensor:
+    """softmax over the (yes, no) logit pair, taking 'yes' (float64 for stable comparisons)."""
+    return torch.softmax(pair.double(), dim=-1)[..., 0]
+
+
+def final_hidden(model, **inputs) -> tuple[torch.Tensor, object]:
+    """The decoder's last hidden state (and its KV cache when ``use_cache``)."""
+    out = decoder_of(model)(**inputs)
+    return out.last_hidden_state, getattr(out, "past_key_values", None)
 
 
 @torch.no_grad()
 def score_reference(model, prompts_ids: Sequence[Sequence[int]], yes_id: int, no_id: int
                     ) -> np.ndarray:
-    """One unpadded forward per prompt; p(yes) from the last position's logits."""
+    """One unpadded forward per prompt; p(yes) from the last position's hidden state."""
     device = model.device
+    head = AnswerHead(model, yes_id, no_id)
     scores = []
     for ids in prompts_ids:
-        logits = model(input_ids=torch.tensor([list(ids)], device=device)).logits[0, -1]
-        scores.append(float(yes_probability(logits, yes_id, no_id)))
+        hidden, _ = final_hidden(model, input_ids=torch.tensor([list(ids)], device=device),
+                                 use_cache=False)
+        scores.append(float(yes_probability(head(hidden[0, -1]))))
     return np.asarray(scores)
 
 
@@ -50,10 +106,12 @@ def score_fast(model, prompts_ids: Sequence[Sequence[int]], yes_id: int, no_id: 
     if len(rows) == 1:
         return score_reference(model, rows, yes_id, no_id)
     device = model.device
+    head = AnswerHead(model, yes_id, no_id)
     prefix = shared_prefix_length(rows)
     scores = np.empty(len(rows))
     prefix_ids = torch.tensor([rows[0][:prefix]], device=device)
-    prefilled = model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1) if prefix else None
+    prefilled = final_hidden(model, input_ids=prefix_ids, use_cache=True)[1] if prefix \
+        else None
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         suffixes = [r[prefix:] for r in chunk]
@@ -67,13 +125,14 @@ def score_fast(model, prompts_ids: Sequence[Sequence[int]], yes_id: int, no_id: 
         positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
         kwargs = {}
         if prefilled is not None:
-            cache = _copy_cache(prefilled.past_key_values)
+            cache = _copy_cache(prefilled)
             cache.batch_repeat_interleave(len(chunk))
             kwargs["past_key_values"] = cache
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                       position_ids=positions.to(device), use_cache=prefilled is not None,
-                       logits_to_keep=1, **kwargs).logits[:, -1]
-        scores[start:start + len(chunk)] = yes_probability(logits, yes_id, no_id).cpu().numpy()
+        hidden, _ = final_hidden(model, input_ids=input_ids.to(device),
+                                 attention_mask=attention.to(device),
+                                 position_ids=positions.to(device),
+                                 use_cache=prefilled is not None, **kwargs)
+        scores[start:start + len(chunk)] = yes_probability(head(hidden[:, -1])).cpu().numpy()
     return scores
 
 
@@ -97,7 +156,8 @@ def score_padded_full(model, prompts_ids: Sequence[Sequence[int]], yes_id: int, 
         mask = torch.zeros_like(padded)
         mask[0, :len(ids)] = 1
         logits = model(input_ids=padded.to(device), attention_mask=mask.to(device)).logits
-        scores.append(float(yes_probability(logits[0, len(ids) - 1], yes_id, no_id)))
+        pair = logits[0, len(ids) - 1, [yes_id, no_id]]  # the model's own (rounded) logits
+        scores.append(float(yes_probability(pair)))
     return np.asarray(scores)
 
 
@@ -119,5 +179,6 @@ def score_dynamic(model, prompts_ids: Sequence[Sequence[int]], yes_id: int, no_i
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
                        position_ids=positions.to(device), logits_to_keep=1).logits[:, -1]
-        scores[start:start + len(chunk)] = yes_probability(logits, yes_id, no_id).cpu().numpy()
+        scores[start:start + len(chunk)] = yes_probability(
+            logits[:, [yes_id, no_id]]).cpu().numpy()
     return scores

@@ -48,6 +48,9 @@ from llmtrsr_utils.segmentation import Block, PromptFitter, split_into_blocks
 log = logging.getLogger("llmtrsr")
 
 PARADIGMS = ("hierarchical", "recurrent")
+# Bump when summaries made by an older kit must not be reused (2: prompt_format recorded; the
+# old kit applied a chat template whenever the model had one, whatever the params said).
+SUMMARY_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -65,9 +68,14 @@ class UserSummary:
     blocks: list[Block]
     layers: list[list[str]] = field(default_factory=list)  # hierarchical: layer 0 = blocks
     steps: list[str] = field(default_factory=list)  # recurrent: running summary per block
-    flags: list[str] = field(default_factory=list)  # "<stage>: <flag>" for every flagged call
+    # "<stage>: <flag>" for every flagged call: empty, degenerate, hit_max_new_tokens (a text cut
+    # at summarizer.max_new_tokens: a shortening like any other, counted in the records)
+    flags: list[str] = field(default_factory=list)
     texts_shortened: int = 0  # summaries or items cut in merge/update prompts
     n_calls: int = 0
+    # The user's last call, whose text is the final summary (a lone summary is only carried up
+    # between hierarchical layers when it has siblings, so the last call is the final one).
+    final_summary_cut: bool = False
 
     @property
     def final_summary(self) -> str:
@@ -76,6 +84,10 @@ class UserSummary:
     @property
     def block_summaries(self) -> list[str]:
         return self.layers[0] if self.paradigm == "hierarchical" else self.steps
+
+    @property
+    def calls_cut_at_max_new_tokens(self) -> int:
+        return sum(flag.endswith(": hit_max_new_tokens") for flag in self.flags)
 
     @property
     def items_shortened(self) -> int:
@@ -89,6 +101,8 @@ class UserSummary:
                 "final_summary": self.final_summary, "flags": self.flags,
                 "n_flagged_calls": len(self.flags), "items_shortened": self.items_shortened,
                 "texts_shortened": self.texts_shortened, "n_calls": self.n_calls,
+                "calls_cut_at_max_new_tokens": self.calls_cut_at_max_new_tokens,
+                "final_summary_cut": self.final_summary_cut,
                 "final_prompt_tokens_max": max(b.fitted.tokens for b in self.blocks)}
 
 
@@ -102,7 +116,7 @@ class Summarizer:
         tokenizer = load_tokenizer(scfg.model, revision=scfg.revision,
                                    trust_remote_code=scfg.trust_remote_code,
                                    cache_dir=cfg.cache_dir)
-        self.formatter = PromptFormatter(tokenizer)
+        self.formatter = PromptFormatter(tokenizer, scfg.prompt_format, scfg.model)
         self.fitter = PromptFitter(
             self.formatter, max_length=scfg.max_length, max_new_tokens=scfg.max_new_tokens,
             model_max_length=context_length(scfg.model, revision=scfg.revision,
@@ -145,8 +159,8 @@ class Summarizer:
         results = self.generator.generate([prompt for _, _, prompt in jobs], desc=desc)
         for (state, stage, _), result in zip(jobs, results, strict=True):
             state.n_calls += 1
-            state.flags.extend(f"{stage}: {flag}" for flag in result.flags
-                               if flag != "hit_max_new_tokens")
+            state.flags.extend(f"{stage}: {flag}" for flag in result.flags)
+            state.final_summary_cut = "hit_max_new_tokens" in result.flags
         return [r.text for r in results]
 
     def hierarchical(self, users: list[UserHistory]) -> list[UserSummary]:
@@ -263,6 +277,7 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
     stats = summarizer.generator.stats
     flag_counts = Counter(flag.split(": ", 1)[1] for r in results for flag in r.flags)
     record = {
+        "format_version": SUMMARY_FORMAT_VERSION,
         "split": split, "paradigm": paradigm, "summarizer": cfg.summarizer.model,
         "dataset": cfg.data.name, "users": len(results), "output": str(out),
         "calls_requested": stats.requested, "cache_hits": stats.cache_hits,
@@ -272,6 +287,9 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
         "seconds": round(elapsed, 3), "seconds_per_user": round(elapsed / max(1, len(results)), 3),
         "items_shortened": int(frame["items_shortened"].sum()),
         "texts_shortened": int(frame["texts_shortened"].sum()),
+        "calls_cut_at_max_new_tokens": int(frame["calls_cut_at_max_new_tokens"].sum()),
+        "final_summaries_cut": int(frame["final_summary_cut"].sum()),
+        "prompt_format": summarizer.formatter.prompt_format,  # as used (auto resolved)
         "flags": dict(flag_counts), "params": cfg.to_dict(),
         "library_versions": library_versions(), "git_commit": git_commit(),
     }
@@ -288,9 +306,11 @@ def summaries_current(cfg: Config, split: str, paradigm: str) -> bool:
     record_path = path.with_suffix(".json")
     if not (path.is_file() and record_path.is_file()):
         return False
+    record = json.loads(record_path.read_text())
+    if record.get("format_version") != SUMMARY_FORMAT_VERSION:
+        return False
     try:
-        made_with = config_from_dict(json.loads(record_path.read_text()).get("params", {}),
-                                     source=str(record_path))
+        made_with = config_from_dict(record.get("params", {}), source=str(record_path))
     except ConfigError:  # written by a kit whose params no longer load: regenerate
         return False
     sections = ("seed", "data", "summarizer")

@@ -108,10 +108,19 @@ def summarizer_prompt_too_long(folder: Path):
     from llmtrsr_utils.prompts import PromptFormatter
     from llmtrsr_utils.segmentation import PromptFitter
 
-    fitter = PromptFitter(PromptFormatter(load_tokenizer("smollm2-135m")), max_length=128,
-                          max_new_tokens=64)
+    fitter = PromptFitter(PromptFormatter(load_tokenizer("smollm2-135m"), "chat"),
+                          max_length=128, max_new_tokens=64)
     return fitter.segment("movies", ["m1"], ["Title: " + "a very long title " * 30],
                           block_size=1, user_id="42")
+
+
+def chat_format_without_template(folder: Path):
+    from llmtrsr_utils.models import load_tokenizer
+    from llmtrsr_utils.prompts import PromptFormatter
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    tokenizer.chat_template = None  # as a base model's tokenizer (e.g. Gemma 3 270M)
+    return PromptFormatter(tokenizer, "chat", "gemma3-270m")
 
 
 def unknown_model(folder: Path):
@@ -214,6 +223,8 @@ CASES = [
     Case("a model name neither registered nor a path", unknown_model, Exception, "model 'smolm2-135m' is neither a registered name (smollm2-135m, gemma3-270m, minilm-l6, tiny-random-llama, ..."),
     Case("a summarizer prompt that cannot fit even one item", summarizer_prompt_too_long,
          Exception, "user 42 block 1 summary prompt needs 97 tokens but the budget is 64 (128 context - generation room) even with each of its 1 texts cut to 16 tokens; raise max_length, lower max_new_tokens or block_size, or use fewer attributes"),
+    Case("prompt_format chat for a model without a chat template", chat_format_without_template,
+         Exception, "prompt_format: chat, but gemma3-270m's tokenizer has no chat template; use prompt_format: plain (the paper's '### User:' format) for this model"),
     Case("an answer word that is not one token", answer_not_one_token, Exception, "answer word 'absolutely' is not a single token after the prompt as the training text tokenizes it (it becomes ['absol', 'utely', '<|im_end|>']); set recommender.answer_words to words that are single tokens for this tokenizer"),
     Case("a grid with an unknown axis", grid_with_unknown_axis, ConfigError, "{dir}/grid.yaml: unknown key 'recommender.item_nums' (did you mean 'item_num'?); known keys at recommender: ..."),
 ]

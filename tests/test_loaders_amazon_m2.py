@@ -9,6 +9,7 @@ import pytest
 from llmtrsr_utils.config import DataConfig
 from llmtrsr_utils.datasets import amazon_m2
 from llmtrsr_utils.datasets.base import DataFormatError, sha256_file
+from llmtrsr_utils.datasets.render import render_items
 
 SESSIONS = (
     "prev_items,next_item,locale\n"
@@ -48,9 +49,11 @@ def test_load_uk_default(tmp_path: Path) -> None:
     data = amazon_m2.load(DataConfig(name="amazon-m2"), folder)
 
     assert data.name == "amazon-m2" and data.domain == "shopping"
-    assert data.attributes == ["locale", "title", "price", "brand", "color", "size", "model",
-                               "material", "author", "desc"]
-    assert list(data.items.columns) == ["item_id", *data.attributes]
+    # The authors' fields after the id, in their order; no locale (read for the filter only).
+    assert data.attributes == ["title", "price", "brand", "color", "size", "model", "material",
+                               "author", "desc"]
+    assert list(data.items.columns) == ["item_id", "locale", *data.attributes]
+    assert set(data.items["locale"]) == {"UK"}
     assert data.items["item_id"].tolist() == ["B09W9FND7K", "B09M7GY217", "B0BC7MMYV9"]
     echo = data.items.iloc[0]
     assert echo["title"] == "Echo Dot (5th generation, 2022 release)"
@@ -75,6 +78,27 @@ def test_load_uk_default(tmp_path: Path) -> None:
         "sessions_train.csv": sha256_file(folder / "sessions_train.csv"),
         "products_train.csv": sha256_file(folder / "products_train.csv"),
     }
+
+
+def test_rendered_text_starts_with_title_and_has_no_locale(tmp_path: Path) -> None:
+    """Figures 3 and 8: "Title: ..." first; the locale column is not rendered."""
+    data = amazon_m2.load(DataConfig(name="amazon-m2"), write_m2(tmp_path))
+    texts = render_items(data.items, data.attributes).tolist()
+    assert texts == [
+        "Title: Echo Dot (5th generation, 2022 release); Price: 54.99; Brand: Amazon; "
+        "Color: Charcoal; Model: B09B8X9RGM; Description: Our best sounding Echo Dot yet, "
+        "with clearer vocals.",
+        "Title: Kindle Paperwhite; Price: 139.99; Brand: Amazon; Color: Black; Size: 8 GB; "
+        "Description: Thinner borders",
+        "Title: The Thursday Murder Club; Price: 8.99; Author: Richard Osman; "
+        "Description: A novel",
+    ]
+    assert all(text.startswith("Title: ") and "Locale" not in text and "UK" not in text
+               for text in texts)
+    # include_item_id: the id first, as the authors' "id: ..." (Table 1's tenth attribute).
+    with_id = render_items(data.items, data.attributes, include_item_id=True).tolist()
+    assert with_id[0].startswith("ID: B09W9FND7K; Title: Echo Dot")
+    assert [t.split("; ", 1)[1] for t in with_id] == texts
 
 
 def test_locale_filter_de(tmp_path: Path) -> None:

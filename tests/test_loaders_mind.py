@@ -30,6 +30,7 @@ NEWS = [
 ]
 
 BEHAVIORS = [
+    # Comments on the latest_impression_click rule; history_last: see test_history_last_*.
     # U13740: two clicked impressions; the later in time (line 1) wins over the later line.
     "1\tU13740\t11/15/2019 8:55:22 AM\tN55528 N19639 N61837\t"
     "N78206-0 N26368-1 N7578-0 N58592-1 N19858-0",
@@ -59,8 +60,9 @@ def load_error(folder: Path) -> DataFormatError:
 
 
 def test_load_good_fixture(tmp_path: Path) -> None:
+    """The kit's former rule, now opt-in: same answer as before mind_target existed."""
     folder = write_mind(tmp_path / "MINDsmall_train")
-    data = mind.load(DataConfig(name="mind"), folder)
+    data = mind.load(DataConfig(name="mind", mind_target="latest_impression_click"), folder)
 
     assert data.name == "mind" and data.domain == "news"
     assert data.attributes == ["category", "subcategory", "title"]
@@ -92,6 +94,66 @@ def test_load_good_fixture(tmp_path: Path) -> None:
                            "users_without_click": 1, "sequences": 3}
     assert data.source_files == {"news.tsv": sha256_file(folder / "news.tsv"),
                                  "behaviors.tsv": sha256_file(folder / "behaviors.tsv")}
+
+
+# U55555: the first row in file order has an empty History (dropped, as the authors'
+# dropna), so the second row is the user's first; its click (N55528) is not History[-1].
+BEHAVIORS_AUTHORS = [
+    *BEHAVIORS,
+    "8\tU55555\t11/10/2019 3:00:00 PM\t\tN19639-1 N53526-0",
+    "9\tU55555\t11/09/2019 3:00:00 PM\tN53526 N38324 N61837\tN55528-1 N19639-0 N38324-0",
+    "10\tU55555\t11/11/2019 3:00:00 PM\tN53526 N38324 N61837 N19639\tN55528-0 N61837-1",
+]
+
+
+def test_history_last_is_the_default_and_the_authors_rule(tmp_path: Path) -> None:
+    """First row with a History per user in file order; target History[-1], history the rest."""
+    folder = write_mind(tmp_path, behaviors=BEHAVIORS_AUTHORS)
+    data = mind.load(DataConfig(name="mind"), folder)
+    assert DataConfig().mind_target == "history_last"
+
+    seqs = data.sequences
+    assert list(seqs.columns) == ["user_id", "history", "target", "impression_negatives"]
+    # U73700 and U34670 have only rows with an empty History: dropped.
+    assert seqs["user_id"].tolist() == ["U13740", "U55555", "U91836"]
+    by_user = seqs.set_index("user_id")
+    # Line 1 (also the latest in time); its clicks N26368/N58592 are ignored.
+    assert by_user.loc["U13740", "history"] == ["N55528", "N19639"]
+    assert by_user.loc["U13740", "target"] == "N61837"
+    assert by_user.loc["U13740", "impression_negatives"] == ["N78206", "N7578", "N19858"]
+    # Line 3, the first in file order although line 4 is later in time; History has one
+    # news, so the history is empty (clean_sequences drops it by min_history).
+    assert by_user.loc["U91836", "history"] == []
+    assert by_user.loc["U91836", "target"] == "N38324"
+    assert by_user.loc["U91836", "impression_negatives"] == ["N38324"]
+    # Line 9: line 8 has no History; line 10 is a later row.
+    assert by_user.loc["U55555", "history"] == ["N53526", "N38324"]
+    assert by_user.loc["U55555", "target"] == "N61837"
+    assert by_user.loc["U55555", "impression_negatives"] == ["N19639", "N38324"]
+
+    assert data.counts == {"news_read": 5, "news_duplicate_rows": 0, "behaviors_read": 10,
+                           "behaviors_without_history": 4, "behaviors_not_first_of_user": 3,
+                           "users_read": 5, "users_without_history": 2, "sequences": 3}
+
+
+def test_latest_impression_click_differs_on_the_same_file(tmp_path: Path) -> None:
+    """The same file under the kit's former rule: latest clicked impression, its last click."""
+    folder = write_mind(tmp_path, behaviors=BEHAVIORS_AUTHORS)
+    data = mind.load(DataConfig(name="mind", mind_target="latest_impression_click"), folder)
+    by_user = data.sequences.set_index("user_id")
+    assert data.sequences["user_id"].tolist() == ["U13740", "U34670", "U55555", "U91836"]
+    assert by_user.loc["U13740", "history"] == ["N55528", "N19639", "N61837"]
+    assert by_user.loc["U13740", "target"] == "N58592"
+    assert by_user.loc["U55555", "history"] == ["N53526", "N38324", "N61837", "N19639"]
+    assert by_user.loc["U55555", "target"] == "N61837"  # line 10, the latest with a click
+    assert by_user.loc["U55555", "impression_negatives"] == ["N55528"]
+    assert data.counts["impressions_without_click"] == 2
+    assert data.counts["users_without_click"] == 1
+
+
+def test_unknown_mind_target(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="data.mind_target='newest'"):
+        mind.load(DataConfig(name="mind", mind_target="newest"), write_mind(tmp_path))
 
 
 def test_news_with_too_few_fields(tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ from llmtrsr_utils.metrics import (
     paired_bootstrap,
     per_user_metrics,
     positive_ranks,
+    rank_bounds,
     selection_score,
     summarize,
+    tied_share,
 )
 
 # Five users, 1 positive (column 0) + 20 negatives each.
@@ -30,7 +32,7 @@ SCORES = np.array(
 USERS = ["u0", "u1", "u2", "u3", "u4"]
 NDCG_RANK_4 = 0.43067655807339306  # 1 / log2(5)
 
-# Hand-computed per-user values for SCORES, in METRICS order.
+# Hand-computed per-user values for SCORES with every tie counted against the positive.
 EXPECTED = {
     "recall@3": [1, 0, 0, 1, 0],
     "recall@5": [1, 1, 0, 1, 0],
@@ -71,8 +73,8 @@ def test_ranks_hand_computed_with_pessimistic_ties():
 
 
 def test_per_user_metrics_hand_computed():
-    table = per_user_metrics(SCORES, user_ids=USERS)
-    assert list(table.columns) == METRICS + ["rank"]
+    table = per_user_metrics(SCORES, user_ids=USERS, ties="pessimistic")
+    assert list(table.columns) == METRICS + ["rank_best", "rank", "tied"]
     assert list(table.index) == USERS
     assert table["rank"].tolist() == [1, 4, 21, 3, 21]
     for metric, values in EXPECTED.items():
@@ -84,19 +86,69 @@ def test_per_user_metrics_hand_computed():
 
 
 def test_means_hand_computed():
-    means = per_user_metrics(SCORES).mean()
+    means = per_user_metrics(SCORES, ties="pessimistic").mean()
     for metric, value in EXPECTED_MEANS.items():
         assert means[metric] == pytest.approx(value, abs=1e-12), metric
 
 
 def test_custom_ks_keep_family_order():
-    table = per_user_metrics(SCORES, ks=(1, 4))
+    table = per_user_metrics(SCORES, ks=(1, 4), ties="pessimistic")
     assert list(table.columns) == ["recall@1", "recall@4", "mrr@1", "mrr@4", "ndcg@1", "ndcg@4",
-                                   "rank"]
+                                   "rank_best", "rank", "tied"]
     assert table["recall@4"].tolist() == [1, 1, 0, 1, 0]
     assert table["mrr@1"].tolist() == [1, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="ks"):
         per_user_metrics(SCORES, ks=(0, 3))
+
+
+H = [sum(1 / r for r in range(1, k + 1)) for k in range(22)]  # harmonic numbers H[k]
+D = [sum(1 / np.log2(r + 1) for r in range(1, k + 1)) for k in range(22)]  # sum of 1/log2(r+1)
+
+
+def test_expected_ties_hand_computed():
+    # u3: tied with two negatives at the top -> ranks 1, 2, 3 equally likely.
+    # u4: all 21 equal -> ranks 1..21 equally likely: a constant scorer sits exactly at chance.
+    table = per_user_metrics(SCORES, user_ids=USERS)  # ties="expected" is the default
+    assert rank_bounds(SCORES)[0].tolist() == [1, 4, 21, 1, 1]
+    assert table["rank_best"].tolist() == [1, 4, 21, 1, 1]
+    assert table["rank"].tolist() == [1, 4, 21, 3, 21]
+    assert table["tied"].tolist() == [False, False, False, True, True]
+    u3, u4 = table.loc["u3"], table.loc["u4"]
+    assert (u3["recall@3"], u3["recall@5"]) == (1.0, 1.0)
+    assert u3["mrr@3"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3, abs=1e-12)
+    assert u3["ndcg@3"] == pytest.approx((1 + 1 / np.log2(3) + 1 / 2) / 3, abs=1e-12)
+    for k in (3, 5, 10):
+        assert u4[f"recall@{k}"] == pytest.approx(k / 21, abs=1e-12)
+        assert u4[f"mrr@{k}"] == pytest.approx(H[k] / 21, abs=1e-12)
+        assert u4[f"ndcg@{k}"] == pytest.approx(D[k] / 21, abs=1e-12)
+    # Rows without ties are the same under both rules.
+    pessimistic = per_user_metrics(SCORES, user_ids=USERS, ties="pessimistic")
+    untied = ["u0", "u1", "u2"]
+    assert np.allclose(table.loc[untied, METRICS], pessimistic.loc[untied, METRICS])
+    assert tied_share(SCORES) == pytest.approx(0.4)
+
+
+def test_expected_ties_partial_window():
+    # Two negatives above, positive tied with four: ranks 3..7 uniform.
+    scores = np.array([[0.5, 0.9, 0.8, 0.5, 0.5, 0.5, 0.5] + [0.1] * 14])
+    row = per_user_metrics(scores).iloc[0]
+    assert row["recall@3"] == pytest.approx(1 / 5)
+    assert row["recall@5"] == pytest.approx(3 / 5)
+    assert row["recall@10"] == pytest.approx(1.0)
+    assert row["mrr@5"] == pytest.approx((1 / 3 + 1 / 4 + 1 / 5) / 5)
+    assert row["mrr@10"] == pytest.approx((H[7] - H[2]) / 5)
+    assert row["ndcg@5"] == pytest.approx((D[5] - D[2]) / 5)
+
+
+def test_constant_scorer_is_at_chance_not_below():
+    # A scorer that cannot tell candidates apart gets chance, k / 21, rather than 0 (pessimistic)
+    # or 1 (the authors' np.argsort, which puts the tied positive first).
+    means = per_user_metrics(np.zeros((50, 21))).mean()
+    assert means["recall@5"] == pytest.approx(5 / 21)
+    assert per_user_metrics(np.zeros((50, 21)), ties="pessimistic").mean()["recall@5"] == 0
+    assert np.argsort(-np.zeros(21))[0] == 0  # the authors' rule: the positive ranks first
+    with pytest.raises(ValueError, match="ties"):
+        per_user_metrics(SCORES, ties="optimistic")
 
 
 def test_bad_scores_raise():
@@ -199,5 +251,9 @@ def test_paired_alignment_and_mismatched_users():
 
 
 def test_selection_score_hand_computed():
-    # mean recall@3 + recall@5 + recall@10 = 0.4 + 0.6 + 0.6
-    assert selection_score(per_user_metrics(SCORES)) == pytest.approx(1.6, abs=1e-12)
+    # Pessimistic: mean recall@3 + recall@5 + recall@10 = 0.4 + 0.6 + 0.6.
+    assert selection_score(per_user_metrics(SCORES, ties="pessimistic")) == pytest.approx(
+        1.6, abs=1e-12)
+    # Expected ties: u4's all-equal row adds 3/21 + 5/21 + 10/21 over the 5 users.
+    assert selection_score(per_user_metrics(SCORES)) == pytest.approx(1.6 + 18 / 21 / 5,
+                                                                      abs=1e-12)

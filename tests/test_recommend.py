@@ -28,9 +28,7 @@ from tests.conftest import smoke_config, smoke_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
-TRAIN = ["recommender.batch_size=2", "recommender.gradient_accumulation_steps=2"]
-
-
+TRAIN = ["recommender.batch_size=2", "recommender.global_batch_size=4"]
 
 
 def candidate_prompts(tokenizer, n: int = 21) -> list[list[int]]:
@@ -46,14 +44,56 @@ def candidate_prompts(tokenizer, n: int = 21) -> list[list[int]]:
 def test_prompt_has_five_parts_and_null_for_no_items():
     content = recommendation("movies", "likes comedies", [], "Title: Up")
     assert "[Preference Summary]\nlikes comedies" in content
-    assert "[Historical Items]\nNULL" in content and content.endswith("[Next Item]\nTitle: Up")
+    assert "[Historical Movies]\nNULL" in content and content.endswith("[Next Movie]\nTitle: Up")
+    # TALLRec as the authors ran it: the same instruction, the summary written as NULL.
     tallrec = recommendation("movies", None, ["Title: A", "Title: B"], "Title: Up")
-    assert "Preference Summary" not in tallrec and "1. Title: A\n2. Title: B" in tallrec
+    assert "[Preference Summary]\nNULL" in tallrec and "1. Title: A\n2. Title: B" in tallrec
+    dropped = recommendation("movies", None, ["Title: A"], "Title: Up",
+                             no_summary="drop_summary")
+    assert "Preference Summary" not in dropped and "preference summary" not in dropped
+
+
+FIGURE_8 = ("### User:\nGiven a preference summary of the user, and information related to the "
+            "historical items the user has purchased, predict whether the user will click on the "
+            "given next product. Note that the preference summary captures long-term interests, "
+            "while the recent items indicate short term interests. Both of them should be "
+            "holistically considered for a more comprehensive understanding of user behavior. "
+            "Please output 'Yes' or 'No'.\n\n[Preference Summary]\nS\n\n[Historical Items]\n"
+            "1. Title: A\n\n[Next Item]\nTitle: B\n\n### Assistant:\n")
+
+
+def test_shopping_prompt_is_figure_8_word_for_word():
+    tokenizer = load_tokenizer("tiny-random-llama")
+    rendered = PromptFormatter(tokenizer, "plain").render(
+        recommendation("shopping", "S", ["Title: A"], "Title: B"))
+    assert rendered == FIGURE_8
+    news = recommendation("news", "S", ["Title: A"], "Title: B")
+    assert news.startswith("Given a news reading preference summary of the user, and "
+                           "information related to the historical news the user has read, "
+                           "predict whether the user will click on the given next news.")
+    assert "[Historical News]" in news and "[Next News]" in news
+
+
+def test_prompt_format_is_a_setting_not_the_tokenizer(tmp_path, movielens_dir):
+    from llmtrsr_utils.prompts import ChatTemplateMissingError
+
+    tokenizer = load_tokenizer("tiny-random-llama")  # SmolLM2's tokenizer: has a chat template
+    assert tokenizer.chat_template
+    plain = smoke_config(tmp_path, movielens_dir)
+    assert plain.recommender.prompt_format == "plain"
+    builder = RecommendationPrompts(plain, tokenizer, "movies")
+    assert builder.render("S", [], "Title: B").startswith("### User:\n")
+    chat = smoke_config(tmp_path, movielens_dir, "recommender.prompt_format=chat")
+    rendered = RecommendationPrompts(chat, tokenizer, "movies").render("S", [], "Title: B")
+    assert rendered.startswith("<|im_start|>") and "### User:" not in rendered
+    tokenizer.chat_template = None
+    with pytest.raises(ChatTemplateMissingError, match="no chat template"):
+        RecommendationPrompts(chat, tokenizer, "movies")
 
 
 def test_answer_words_are_single_tokens_as_trained():
     tokenizer = load_tokenizer("tiny-random-llama")
-    prompt = PromptFormatter(tokenizer).render("Will the user watch it?")
+    prompt = PromptFormatter(tokenizer, "chat").render("Will the user watch it?")
     yes_id, no_id = answer_token_ids(tokenizer, prompt, ["yes", "no"])
     assert tokenizer.decode([yes_id]) == "yes" and tokenizer.decode([no_id]) == "no"
     with pytest.raises(AnswerTokenError, match="'absolutely' is not a single token"):
@@ -73,7 +113,7 @@ def test_long_prompt_shortens_summary_then_drops_oldest_items(tmp_path, movielen
     assert all(len(tokenizer(p)["input_ids"]) <= builder.budget for p in prompts.prompts)
     for prompt, candidate in zip(prompts.prompts, prompts.candidates, strict=True):
         assert items[candidate] in prompt  # the candidate is never cut
-    tight = smoke_config(tmp_path, movielens_dir, "recommender.max_length=190",
+    tight = smoke_config(tmp_path, movielens_dir, "recommender.max_length=170",
                          "recommender.min_summary_tokens=8")
     dropped = RecommendationPrompts(tight, tokenizer, "movies").user_prompts(
         row, items, "a long summary of tastes " * 40)
@@ -93,6 +133,11 @@ def test_lora_targets_found_from_modules():
     neox = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=128, hidden_size=32, num_hidden_layers=1,
                                             num_attention_heads=2, intermediate_size=64))
     assert attention_projections(neox) == ["dense", "query_key_value"]
+    # The authors adapted Pythia's query_key_value only (and Llama's q/k/v/o_proj).
+    from llmtrsr_utils.recommend import lora_targets
+
+    assert lora_targets(neox, "authors") == ["query_key_value"]
+    assert lora_targets(model, "authors") == ["k_proj", "o_proj", "q_proj", "v_proj"]
 
 
 def test_fast_scorer_equals_reference_on_tiny_llama():
@@ -112,6 +157,41 @@ def test_fast_scorer_equals_reference_on_tiny_llama():
     padded = score_padded_full(model, rows[:3], yes_id, no_id, tokenizer.pad_token_id, 512)
     assert np.abs(dynamic - reference).max() < 1e-4
     assert np.abs(padded - reference[:3]).max() < 1e-4
+
+
+def test_answer_logits_are_float32_so_bfloat16_rounding_does_not_tie():
+    """A bfloat16 model whose yes/no logits round to the same bf16 value: the model's own
+    logits tie (p = 0.5 for every candidate), the float32 answer head does not."""
+    from llmtrsr_utils.scoring import AnswerHead, final_hidden
+
+    model, tokenizer = load_causal_lm("tiny-random-llama")
+    model = model.to(torch.bfloat16)
+    yes_id, no_id = 10407, 4607
+    rows = candidate_prompts(tokenizer, n=6)
+    with torch.no_grad():
+        hidden = torch.stack([final_hidden(model, input_ids=torch.tensor([r]))[0][0, -1].float()
+                              for r in rows])
+        # yes and no rows equal but for one coordinate j (0 for yes, 2^-6 for no): the logits
+        # are ~100, where bf16 has steps of 0.5, and differ by 2^-6 * h_j ~ 0.04.
+        j = int(hidden.abs().mean(0).argmax())
+        direction = hidden.mean(0)
+        direction[j] = 0
+        row = direction / direction.norm() ** 2 * 100
+        head = model.get_output_embeddings().weight
+        head[yes_id] = row.to(head.dtype)
+        head[no_id] = row.to(head.dtype)
+        head[no_id, j] = 2.0 ** -6
+        own = [model(input_ids=torch.tensor([ids])).logits[0, -1, [yes_id, no_id]].tolist()
+               for ids in rows]
+    assert all(yes == no for yes, no in own)  # the model's bf16 logits tie
+    assert set(score_padded_full(model, rows, yes_id, no_id, tokenizer.pad_token_id,
+                                 256)) == {0.5}  # the authors' way: every candidate at 0.5
+    scores = score_reference(model, rows, yes_id, no_id)
+    assert np.all(np.abs(scores - 0.5) > 1e-3) and len(set(scores.round(9))) > 1
+    pair = AnswerHead(model, yes_id, no_id).weight
+    assert pair.dtype == torch.float32 and pair.shape == (2, head.shape[1])
+    fast = score_fast(model, rows, yes_id, no_id, tokenizer.pad_token_id)
+    assert np.abs(fast - scores).max() < 1e-4
 
 
 @pytest.mark.slow
@@ -152,8 +232,11 @@ def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
     assert sorted(valid["epoch"]) == [1.0, 2.0] and valid["selected"].sum() == 1
     test = results[results["split"] == "test"]
     assert set(test["system"]) == {"llmtrsr-hierarchical", "tallrec", "random", "popularity"}
-    for column in ("recall@3", "mrr@10_ci_low", "ndcg@5_ci_high", "params_hash", "git_commit"):
+    for column in ("recall@3", "mrr@10_ci_low", "ndcg@5_ci_high", "params_hash", "git_commit",
+                   "recall@5_pessimistic", "tied_positive_share", "recommender_prompt_format"):
         assert test[column].notna().all(), column
+    assert (test["recommender_prompt_format"] == "plain").all()
+    assert (test["recall@5_pessimistic"] <= test["recall@5"] + 1e-12).all()
     assert set(table2(results).index) == {"LLM-TRSR-Hierarchical", "TALLRec", "Random",
                                           "Popularity"}
     out = tmp_path / "results"
@@ -166,7 +249,30 @@ def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
     assert len(again[(again["system"] == "random")]) == 2
 
 
+def test_global_batch_is_kept_for_any_process_count(tmp_path, movielens_dir):
+    from llmtrsr_utils.config import ConfigError
+    from llmtrsr_utils.recommend import accumulation_steps, sft_settings
+
+    cfg = smoke_config(tmp_path, movielens_dir, "recommender.batch_size=2",
+                       "recommender.global_batch_size=64")
+    for processes in (1, 2, 4, 8):
+        settings = sft_settings(cfg, tmp_path, processes=processes, dtype=torch.float32,
+                                device="cpu")
+        assert settings["per_device_train_batch_size"] * settings[
+            "gradient_accumulation_steps"] * processes == 64
+    assert accumulation_steps(cfg.recommender, 4) == 8
+    odd = smoke_config(tmp_path, movielens_dir, "recommender.batch_size=3",
+                       "recommender.global_batch_size=64")
+    with pytest.raises(ConfigError, match="global_batch_size 64 cannot be made from "
+                                          "recommender.batch_size 3 x 1 process"):
+        accumulation_steps(odd.recommender, 1)
+    # The authors' optimizer settings reach the trainer.
+    assert (settings["weight_decay"], settings["adam_beta2"]) == (5e-4, 0.95)
+    assert settings["lr_scheduler_type"] == "constant" and settings["max_grad_norm"] == 0.0
+
+
 def test_train_runs_under_accelerate_launch(tmp_path, movielens_dir):
+    """One process under ``accelerate launch`` (CPU), as a user would start it."""
     overrides = smoke_overrides(tmp_path, movielens_dir,
                                 f"summarizer.cache_file={tmp_path / 'gen.sqlite'}", *TRAIN,
                                 "recommender.epochs=1")
@@ -178,7 +284,31 @@ def test_train_runs_under_accelerate_launch(tmp_path, movielens_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     cfg = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=1")
     record = json.loads((adapter_dir(cfg, "tallrec") / "training.json").read_text())
+    assert (record["processes"], record["gradient_accumulation_steps"]) == (1, 2)
     assert record["global_step"] > 0
+
+
+def test_four_processes_train_with_the_configured_global_batch(tmp_path, movielens_dir):
+    """Four CPU processes (torchrun, gloo): per-device batch 1 x accumulation 2 x 4 processes
+    = the configured global batch of 8, and the optimizer steps that global batch gives."""
+    from llmtrsr_utils.datasets.splits import prepare_dataset
+
+    batch = ["recommender.batch_size=1", "recommender.global_batch_size=8",
+             "recommender.epochs=1"]
+    cfg = smoke_config(tmp_path, movielens_dir, *batch)
+    prepare_dataset(cfg)  # once, before four processes read it
+    overrides = smoke_overrides(tmp_path, movielens_dir,
+                                f"summarizer.cache_file={tmp_path / 'gen.sqlite'}", *batch)
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "4",
+            "--master_port", "29517", "-m", "llmtrsr_utils.cli", "train", "--params",
+            str(SMOKE), "--system", "tallrec", "--no-progress",
+            *[x for o in overrides for x in ("--set", o)]]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((adapter_dir(cfg, "tallrec") / "training.json").read_text())
+    assert (record["processes"], record["per_device_batch_size"],
+            record["gradient_accumulation_steps"], record["global_batch_size"]) == (4, 1, 2, 8)
+    assert record["global_step"] == 2  # 12 examples / 8 per step, rounded up
 
 
 def test_systems_differ_only_in_prompt_settings(tmp_path, movielens_dir):

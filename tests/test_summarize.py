@@ -26,8 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "params" / "smoke.yaml"
 
 
-
-
 def history(n: int, user: str = "u1") -> UserHistory:
     return UserHistory(user, [str(i) for i in range(n)],
                        [f"Title: Movie {i}; Genres: Drama" for i in range(n)])
@@ -112,6 +110,24 @@ def test_summaries_written_and_rerun_makes_no_model_call(tmp_path, movielens_dir
     assert second["model_calls"] == 0 and second["model_loaded"] is False
     assert second["cache_hits"] == second["calls_requested"] == first["calls_requested"]
     pd.testing.assert_frame_equal(frame, load_summaries(cfg, "test", "hierarchical"))
+
+
+def test_summaries_cut_at_max_new_tokens_are_counted(tmp_path, movielens_dir):
+    """A random tiny model never emits its end token: every call stops at max_new_tokens and is
+    counted as cut, in the summary record and in the recommender's prompt counts."""
+    from llmtrsr_utils.models import load_tokenizer
+    from llmtrsr_utils.recommend import split_prompts
+
+    cfg = smoke_config(tmp_path, movielens_dir)
+    record = summarize_split(cfg, "test", "hierarchical", progress=False)
+    frame = load_summaries(cfg, "test", "hierarchical")
+    assert record["calls_cut_at_max_new_tokens"] == record["calls_requested"] == 9  # 3 x (2 + 1)
+    assert record["final_summaries_cut"] == 3 and frame["final_summary_cut"].all()
+    assert record["flags"]["hit_max_new_tokens"] == 9
+    assert all(any(f.endswith("hit_max_new_tokens") for f in flags) for flags in frame["flags"])
+    assert record["prompt_format"] == "plain" and record["format_version"] == 2
+    _, counts = split_prompts(cfg, "test", load_tokenizer("tiny-random-llama"), progress=False)
+    assert counts["summaries_cut_at_max_new_tokens"] == 3
 
 
 def cli(*args: str) -> list[str]:

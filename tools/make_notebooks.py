@@ -178,8 +178,10 @@ plots.plot_training_curves(histories, cfg.figures_path)'''),
             "Baselines: random, popularity (training counts), MiniLM text-embedding similarity, "
             "the zero-shot LLM, and the paper's classical recommenders (NCF, DIN, DIEN, "
             "GRU4Rec, NARM, SASRec, CORE) over frozen MiniLM embeddings of the items, trained on "
-            "the same training users with early stopping on validation. Ties are broken "
-            "against the positive. Intervals are 95% bootstrap intervals over users. Writes "
+            "the same training users with early stopping on validation. A positive tied with "
+            "negatives counts at its expected rank under random tie-breaking (the share of tied "
+            "positives and Recall@5 with every tie lost are shown beside it). Intervals are 95% "
+            "bootstrap intervals over users. Writes "
             "`figures/table2.png` and `figures/table2.md`."),
         new_code_cell(PARAMETERS + '''
 systems = ["llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"]

@@ -10,6 +10,14 @@ Raw files, placed by the user (the challenge's terms require signing in to downl
 Each session is one sequence: the previous items are the history, ``next_item`` the target.
 The same product id is listed once per locale with text in that locale's language, so both
 files are filtered to ``data.locale`` (the authors used UK) before the catalogue is built.
+
+Item text: the authors' ``preprocess/amazon/build_dataset.py`` renders ten attributes, ``id,
+title, price, brand, color, size, model, material, author, description`` (``desc`` renamed), and
+no locale; the paper's Figures 3 and 8 show items starting with ``Title:``. DEFAULT_ATTRIBUTES
+are therefore the nine text fields in the authors' order (``desc`` is rendered with the label
+"Description"); the id is rendered first only with ``data.include_item_id``, as the authors'
+``id: ...`` was. The locale column is read for the filter and kept in the items table (add
+``locale`` to ``data.attributes`` to render it), but it is not rendered by default.
 """
 
 from __future__ import annotations
@@ -33,9 +41,12 @@ from llmtrsr_utils.datasets.base import (
 )
 
 DOMAIN = "shopping"
-# The ten product attributes of the paper: every column of products_train.csv after the id.
-DEFAULT_ATTRIBUTES = ["locale", "title", "price", "brand", "color", "size", "model", "material",
-                      "author", "desc"]
+# The authors' rendered fields after the id, in their order (no locale); with the id
+# (data.include_item_id) they are the ten attributes of Table 1.
+DEFAULT_ATTRIBUTES = ["title", "price", "brand", "color", "size", "model", "material", "author",
+                      "desc"]
+# Every column of products_train.csv after the id: what the items table holds.
+ITEM_ATTRIBUTES = ["locale", *DEFAULT_ATTRIBUTES]
 FOLDER_NAMES = ("amazon-m2", "amazon_m2", "kddcup2023")
 REQUIRED_FILES = ("sessions_train.csv", "products_train.csv")
 
@@ -43,7 +54,7 @@ CHALLENGE_URL = ("https://www.aicrowd.com/challenges/"
                  "amazon-kdd-cup-23-multilingual-recommendation-challenge")
 LOCALES = ("DE", "JP", "UK", "ES", "FR", "IT")
 SESSION_COLUMNS = ["prev_items", "next_item", "locale"]
-PRODUCT_COLUMNS = ["id", *DEFAULT_ATTRIBUTES]
+PRODUCT_COLUMNS = ["id", *ITEM_ATTRIBUTES]
 _LINE = "_line"
 # "['id' 'id' ...]": at least one quoted id, separated (and possibly wrapped) by whitespace.
 _ARRAY = r"\[\s*'[^'\s]+'(?:\s+'[^'\s]+')*\s*\]"
@@ -99,7 +110,7 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
     # check_unique_items reports index + 2 as the line (header file); descriptions span lines,
     # so index the rows by their first physical line for the report to name the right one.
     items.index = chosen[_LINE].to_numpy() - 2
-    items = check_unique_items(items, products_path, DEFAULT_ATTRIBUTES)
+    items = check_unique_items(items, products_path, ITEM_ATTRIBUTES)
     items = items.reset_index(drop=True)
 
     return RawDataset(

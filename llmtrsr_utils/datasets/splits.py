@@ -2,9 +2,19 @@
 
 Written once for every dataset so that the paper's protocol (section 5.1) is applied alike:
 users with ``min_history``..``max_history`` history items, a split by user, 1 negative per
-training user and 20 per validation/test user, drawn uniformly from the catalogue excluding the
-positive and the user's history. Negatives come from a generator seeded per (seed, split, user),
-so a user's candidates do not change when other users are added or removed.
+training user and 20 per validation/test user, distinct and drawn uniformly from the catalogue.
+``data.negative_exclusion`` says what a negative may not be:
+
+- ``history_and_target`` (default, the kit's rule): neither the positive nor a history item;
+- ``target``: not the positive (history items may be drawn);
+- ``none``: anything, as the authors' ``products['id'].sample(n=20, random_state=i)`` over the
+  whole catalogue: the positive itself may be drawn, and such a split is accepted by
+  :func:`load_split` (its manifest says so) while any other split holding its positive among the
+  negatives is refused.
+
+Negatives come from a generator seeded per (seed, split, user), so a user's candidates do not
+change when other users are added or removed; the default rule makes the same draws as before
+the option existed, so its files are unchanged.
 
 Outputs (``<work_dir>/data``): ``items.parquet`` (item_id, attributes, rendered ``text``),
 ``train/valid/test.parquet`` (user_id, history, target, negatives, full_history_length) and
@@ -55,6 +65,8 @@ NEGATIVES = "negatives"
 FULL_HISTORY_LENGTH = "full_history_length"
 FORMAT_VERSION = 1  # bump when the files' layout or sampling changes
 _SPLIT_CODES = {"train": 1, "valid": 2, "test": 3}
+# data.negative_exclusion values; the first is the default.
+NEGATIVE_EXCLUSIONS = ("history_and_target", "target", "none")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -204,14 +216,39 @@ def sample_negatives(catalogue: np.ndarray, excluded: set[str], k: int,
     return chosen
 
 
+def excluded_items(record: dict[str, Any], negative_exclusion: str) -> set[str]:
+    """What a negative of this user may not be under ``data.negative_exclusion``."""
+    if negative_exclusion == "history_and_target":
+        return {record[TARGET], *record[HISTORY]}
+    if negative_exclusion == "target":
+        return {record[TARGET]}
+    if negative_exclusion == "none":
+        return set()
+    raise ConfigError(f"data.negative_exclusion={negative_exclusion!r}: expected one of "
+                      f"{', '.join(NEGATIVE_EXCLUSIONS)}")
+
+
 def draw_negatives(frame: pd.DataFrame, split: str, catalogue: np.ndarray, cfg: Config,
                    counts: dict[str, int]) -> list[list[str]]:
+    """Each user's negatives: from MIND's impressions first when asked, then the catalogue.
+
+    Args:
+        frame: one split's users (user_id, history, target, optional impression_negatives).
+        split: "train", "valid" or "test" (selects k and seeds the generator).
+        catalogue: every item id, sorted.
+        cfg: the config (seed, data.*_negatives, negative_source, negative_exclusion).
+        counts: updated with the split's top-up count and, when the exclusion rule lets the
+            positive or history items be drawn, how many users got them.
+
+    Returns:
+        One list of k distinct item ids per user, in frame order.
+    """
     data = cfg.data
     k = data.train_negatives if split == "train" else data.eval_negatives
     negatives = []
     for record in frame.to_dict("records"):
         rng = user_rng(cfg.seed, split, record[USER_ID])
-        excluded = {record[TARGET], *record[HISTORY]}
+        excluded = excluded_items(record, data.negative_exclusion)
         chosen: list[str] = []
         if data.negative_source == "impressions":
             pool = [i for i in record.get(IMPRESSION_NEGATIVES) or [] if i not in excluded]
@@ -221,6 +258,11 @@ def draw_negatives(frame: pd.DataFrame, split: str, catalogue: np.ndarray, cfg: 
                 counts[f"{split}_users_negatives_topped_up_from_catalogue"] += 1
         if len(chosen) < k:
             chosen += sample_negatives(catalogue, excluded | set(chosen), k - len(chosen), rng)
+        if data.negative_exclusion != "history_and_target":
+            for key, drawn in (("target", record[TARGET] in chosen),
+                               ("history_item", bool(set(chosen) & set(record[HISTORY])))):
+                name = f"{split}_users_{key}_among_negatives"
+                counts[name] = counts.get(name, 0) + int(drawn)
         negatives.append(chosen)
     return negatives
 
@@ -268,6 +310,9 @@ def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
     catalogue = items[ITEM_ID].to_numpy()
     for split in SPLITS:
         counts[f"{split}_users_negatives_topped_up_from_catalogue"] = 0
+        if cfg.data.negative_exclusion != "history_and_target":  # the default's counts unchanged
+            counts[f"{split}_users_target_among_negatives"] = 0
+            counts[f"{split}_users_history_item_among_negatives"] = 0
 
     by_user = sequences.set_index(USER_ID, drop=False)
     files: dict[str, dict[str, Any]] = {}
@@ -302,22 +347,41 @@ def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
     return out_dir
 
 
+def negative_exclusion_of(out_dir: Path) -> str:
+    """The ``data.negative_exclusion`` a prepared split was drawn with, from its manifest.
+
+    A missing manifest, or one written before the key existed, means the default rule.
+    """
+    manifest = read_manifest(out_dir) or {}
+    data = manifest.get("params", {}).get("data", {})
+    return str(data.get("negative_exclusion", NEGATIVE_EXCLUSIONS[0]))
+
+
 def load_split(out_dir: Path, split: str) -> pd.DataFrame:
     path = Path(out_dir) / f"{split}.parquet"
     frame = pd.read_parquet(path)
     for column in (HISTORY, NEGATIVES):
         frame[column] = frame[column].map(list)
-    check_candidates(frame, path)
+    check_candidates(frame, path,
+                     allow_target_negative=negative_exclusion_of(out_dir) == "none")
     return frame
 
 
-def check_candidates(frame: pd.DataFrame, path: Path | str) -> None:
+def check_candidates(frame: pd.DataFrame, path: Path | str, *,
+                     allow_target_negative: bool = False) -> None:
     """Every user's candidates must hold exactly one positive: the target, absent from its
     negatives, which are distinct. A split edited by hand (or by another tool) that breaks this
-    would make every metric wrong, so it is refused, naming the record."""
+    would make every metric wrong, so it is refused, naming the record.
+
+    Args:
+        frame: a split (user_id, target, negatives).
+        path: the file it came from, named in errors.
+        allow_target_negative: accept the target among the negatives: only for a split drawn
+            with ``data.negative_exclusion: none`` (the authors' sampling), where it may happen.
+    """
     for row, (user, target, negatives) in enumerate(zip(frame[USER_ID], frame[TARGET],
                                                          frame[NEGATIVES], strict=True)):
-        if target in negatives:
+        if target in negatives and not allow_target_negative:
             raise DataFormatError(path, None, "exactly one positive per candidate set (the "
                                   "target, not repeated among the negatives)",
                                   f"record {row} (user {user!r}): target {target!r} is also "

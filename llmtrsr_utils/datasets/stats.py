@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -27,7 +28,29 @@ class DatasetStatistics:
     item_tokens: pd.Series  # per distinct item seen in the splits (history or target)
 
 
+def rendered_attribute_count(manifest: dict[str, Any]) -> int:
+    """Table 1's "# of different attributes": what the item text renders, i.e. the attributes
+    plus the id when ``data.include_item_id`` (the authors' counts, 10 for Amazon-M2 and 4 for
+    MIND, include their ``id:`` field)."""
+    try:
+        attributes = manifest["attributes"]
+        include_id = manifest["params"]["data"].get("include_item_id", False)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise KeyError(f"manifest.json: no {err} (expected keys 'attributes' and "
+                       f"'params.data'); rerun `llmtrsr data`") from None
+    return len(attributes) + (1 if include_id else 0)
+
+
 def dataset_statistics(data_dir: Path, tokenizer) -> DatasetStatistics:
+    """Table 1 and the distributions behind it for the prepared dataset in ``data_dir``.
+
+    Args:
+        data_dir: a folder written by ``prepare_dataset`` (manifest, items and splits).
+        tokenizer: a Hugging Face tokenizer (called on a list of texts), the recommender's.
+
+    Returns:
+        The table and per-user / per-item series.
+    """
     manifest = read_manifest(data_dir)
     if manifest is None:
         raise FileNotFoundError(f"{data_dir}: no manifest.json; run `llmtrsr data` first")
@@ -50,7 +73,7 @@ def dataset_statistics(data_dir: Path, tokenizer) -> DatasetStatistics:
         "Avg. # of historical user behavior sequence",
         "Avg. # of tokens corresponding to an item",
     ], name: pd.Series([
-        len(manifest["attributes"]),
+        rendered_attribute_count(manifest),
         len(splits["train"]), len(splits["valid"]), len(splits["test"]),
         round(float(lengths.mean()), 2),
         round(float(token_counts.mean()), 2),

@@ -1,18 +1,27 @@
-"""Candidate scoring throughput: the authors' way vs dynamic padding vs the fast scorer.
+"""Candidate scoring throughput: the authors' way, dynamic padding, the prefix-cache scorer and
+the prefix-tree scorer, all on the same users.
 
-One run, same model, same users and prompts (LLM-TRSR hierarchical prompts of the test split):
+One run, same model, same users and prompts (LLM-TRSR hierarchical prompts of the test split,
+each user's 1 + 20 candidates), every path timed on every user:
 
-(a) authors: each prompt padded to ``max_length`` (2048), batch 1, logits at every position;
-(b) dynamic: left padding to the batch's longest prompt, batches of ``--batch-size``;
-(c) fast: a user's shared prefix computed once, its KV cache reused, logits at one position.
+(a) authors: each prompt right-padded to ``max_length`` (2048), batch 1, logits at every
+    position, the model's own logits (their test.py);
+(b) dynamic: left padding to the batch's longest prompt, logits at the last position only, at
+    the same batch as the tree scorer: one user's candidates per forward;
+(c) prefix cache: a user's shared prefix run once, its KV cache repeated for the candidates'
+    suffixes (``score_fast``);
+(d) tree: a user's prefix once and every suffix behind it in one packed row with a tree
+    attention mask (``score_tree``, the kit's default), one user per forward.
 
-(a) is slow, so it runs on the first ``--authors-users`` users only; rates are candidates/s.
-Prints ``ratio_vs_authors X``, ``ratio_vs_dynamic X``, ``max_abs_diff X`` (c against a and b)
-and ``flop_share X``: the fast scorer's achieved float32 rate (2 x non-embedding parameters x
-tokens processed) as a share of a plain float32 matrix product's rate measured in the same run.
-Goals with smollm2-135m on 2 cores: (c)/(a) >= 50, (c)/(b) >= 5, difference <= 1e-4.
+Rates are candidates/s. Prints ``ratio_vs_authors X``, ``ratio_vs_dynamic X`` (tree over
+dynamic at equal batch), ``ratio_vs_prefix_cache X``, ``max_abs_diff X`` (every path against
+one unpadded forward per prompt), ``floor_ratio X`` (the token-count floor: tokens dynamic
+padding runs over tokens the tree runs) and ``flop_share X``: the tree scorer's achieved
+float32 rate (2 x non-embedding parameters x tokens) as a share of a plain float32 matrix
+product's rate measured in the same run. Goals with smollm2-135m on 2 cores: tree / dynamic
+>= 7 and flop_share >= 0.75.
 
-    .venv/bin/python benchmarks/score_bench.py --users 4
+    .venv/bin/python benchmarks/score_bench.py --users 2
 """
 
 from __future__ import annotations
@@ -25,12 +34,14 @@ import torch
 
 from llmtrsr_utils.config import load_config
 from llmtrsr_utils.models import load_causal_lm
+from llmtrsr_utils.packing import build_tree
 from llmtrsr_utils.recommend import answer_token_ids, split_prompts, system_config
 from llmtrsr_utils.scoring import (
     score_dynamic,
     score_fast,
     score_padded_full,
-    shared_prefix_length,
+    score_reference,
+    score_tree,
 )
 
 
@@ -43,13 +54,17 @@ def matmul_rate(size: int = 1024, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - began)
 
 
+def timed(function) -> tuple[np.ndarray, float]:
+    began = time.perf_counter()
+    scores = function()
+    return np.concatenate(scores), time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params/default.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--users", type=int, default=4)
-    parser.add_argument("--authors-users", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=8, help="dynamic padding batch size")
+    parser.add_argument("--users", type=int, default=2)
     args = parser.parse_args()
 
     cfg = system_config(load_config(args.params, args.overrides), "llmtrsr-hierarchical")
@@ -59,47 +74,49 @@ def main() -> None:
     yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     per_user = [[tokenizer(p)["input_ids"] for p in u.prompts] for u in users]
     pad = tokenizer.pad_token_id
-    n_cands = sum(map(len, per_user))
+    n_candidates = sum(map(len, per_user))
     lengths = [len(r) for rows in per_user for r in rows]
-    prefixes = [shared_prefix_length(rows) for rows in per_user]
-    print(f"model {rec.model}, {len(users)} users, {n_cands} candidates, prompts "
-          f"{min(lengths)}-{max(lengths)} tokens, shared prefix {min(prefixes)}-{max(prefixes)} "
-          f"tokens, torch threads {torch.get_num_threads()}")
-    score_fast(model, per_user[0][:2], yes_id, no_id, pad)  # warm-up
+    trees = [build_tree(rows) for rows in per_user]
+    per_batch = len(per_user[0])  # one user's candidates per forward, on every batched path
+    print(f"model {rec.model}, {len(users)} users, {n_candidates} candidates, prompts "
+          f"{min(lengths)}-{max(lengths)} tokens, shared prefix "
+          f"{min(t.prefix_length for t in trees)}-{max(t.prefix_length for t in trees)} "
+          f"tokens, batch {per_batch} candidates, torch threads {torch.get_num_threads()}")
+    score_tree(model, per_user[:1], yes_id, no_id, pad)  # warm-up
 
-    authors_rows = [r for rows in per_user[:args.authors_users] for r in rows]
-    began = time.perf_counter()
-    authors = score_padded_full(model, authors_rows, yes_id, no_id, pad, rec.max_length)
-    authors_rate = len(authors_rows) / (time.perf_counter() - began)
-
-    began = time.perf_counter()
-    dynamic = np.concatenate([score_dynamic(model, rows, yes_id, no_id, pad, args.batch_size)
-                              for rows in per_user])
-    dynamic_rate = n_cands / (time.perf_counter() - began)
-
-    began = time.perf_counter()
-    fast = np.concatenate([score_fast(model, rows, yes_id, no_id, pad, rec.score_batch_size)
-                           for rows in per_user])
-    fast_seconds = time.perf_counter() - began
-    fast_rate = n_cands / fast_seconds
+    reference = np.concatenate([score_reference(model, rows, yes_id, no_id)
+                                for rows in per_user])
+    paths = {
+        "authors": lambda: [score_padded_full(model, rows, yes_id, no_id, pad, rec.max_length)
+                            for rows in per_user],
+        "dynamic": lambda: [score_dynamic(model, rows, yes_id, no_id, pad, per_batch)
+                            for rows in per_user],
+        "prefix cache": lambda: [score_fast(model, rows, yes_id, no_id, pad, per_batch)
+                                 for rows in per_user],
+        "tree": lambda: score_tree(model, per_user, yes_id, no_id, pad, users_per_batch=1),
+    }
+    rates, diffs, seconds = {}, {}, {}
+    for name, function in paths.items():
+        scores, seconds[name] = timed(function)
+        rates[name] = n_candidates / seconds[name]
+        diffs[name] = float(np.abs(scores - reference).max())
+        print(f"{name:<13} {rates[name]:7.2f} candidates/s  (max |diff| vs one forward per "
+              f"prompt {diffs[name]:.1e})")
 
     embedding = model.get_input_embeddings().weight.numel()
     body = sum(p.numel() for p in model.parameters()) - embedding
-    tokens = sum(p + sum(len(r) - p for r in rows) for p, rows in zip(prefixes, per_user,
-                                                                       strict=True))
-    achieved = 2 * body * tokens / fast_seconds
-    reference = matmul_rate()
-    print(f"(a) authors (padded to {rec.max_length}, batch 1, all logits): "
-          f"{authors_rate:.2f} candidates/s on {len(authors_rows)} candidates")
-    print(f"(b) dynamic padding, batch {args.batch_size}: {dynamic_rate:.2f} candidates/s")
-    print(f"(c) fast (shared prefix, one logit row): {fast_rate:.2f} candidates/s")
-    print(f"fast scorer: {achieved / 1e9:.1f} GFLOP/s; float32 matmul: {reference / 1e9:.1f} "
-          f"GFLOP/s")
-    print(f"ratio_vs_authors {fast_rate / authors_rate:.1f}")
-    print(f"ratio_vs_dynamic {fast_rate / dynamic_rate:.2f}")
-    diff = max(np.abs(fast[:len(authors)] - authors).max(), np.abs(fast - dynamic).max())
-    print(f"max_abs_diff {diff:.2e}")
-    print(f"flop_share {achieved / reference:.3f}")
+    tree_tokens = sum(t.length for t in trees)
+    dynamic_tokens = sum(len(rows) * max(map(len, rows)) for rows in per_user)
+    achieved = 2 * body * tree_tokens / seconds["tree"]
+    matmul = matmul_rate()
+    print(f"tree scorer {achieved / 1e9:.1f} GFLOP/s; float32 matmul {matmul / 1e9:.1f} GFLOP/s; "
+          f"tokens: dynamic {dynamic_tokens}, tree {tree_tokens}")
+    print(f"ratio_vs_authors {rates['tree'] / rates['authors']:.1f}")
+    print(f"ratio_vs_dynamic {rates['tree'] / rates['dynamic']:.2f}")
+    print(f"ratio_vs_prefix_cache {rates['tree'] / rates['prefix cache']:.2f}")
+    print(f"max_abs_diff {max(diffs.values()):.2e}")
+    print(f"floor_ratio {dynamic_tokens / tree_tokens:.2f}")
+    print(f"flop_share {achieved / matmul:.3f}")
 
 
 if __name__ == "__main__":

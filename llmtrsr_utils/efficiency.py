@@ -84,7 +84,7 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
 
     # Scoring first, so its peak is not the trainer's.
     yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
-    scores = score_llm(model, tokenizer, users, yes_id, no_id, rec.score_batch_size)
+    scores = score_llm(model, tokenizer, users, yes_id, no_id, rec)
     row["candidates_per_second"] = scores.scores.size / scores.seconds
     row["scoring_peak_memory_gib"] = _peak_memory_gib(device)
     del model

@@ -29,7 +29,7 @@ from llmtrsr_utils.artifacts import (
     write_json,
     write_parquet,
 )
-from llmtrsr_utils.config import Config
+from llmtrsr_utils.config import Config, RecommenderConfig
 from llmtrsr_utils.datasets.base import USER_ID
 from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset
 from llmtrsr_utils.models import load_causal_lm
@@ -45,7 +45,7 @@ from llmtrsr_utils.recommend import (
     train_system,
     training_record,
 )
-from llmtrsr_utils.scoring import score_fast
+from llmtrsr_utils.scoring import score_fast, score_tree
 
 log = logging.getLogger("llmtrsr")
 
@@ -82,10 +82,16 @@ class UserScores:
 
 
 def score_llm(model, tokenizer, users: list[UserPrompts], yes_id: int, no_id: int,
-              batch_size: int) -> UserScores:
+              rec: RecommenderConfig) -> UserScores:
+    """p(yes) of every user's candidates with the configured scorer (``recommender.scorer``)."""
     began = time.perf_counter()
-    rows = [score_fast(model, [tokenizer(p)["input_ids"] for p in user.prompts], yes_id, no_id,
-                       tokenizer.pad_token_id, batch_size=batch_size) for user in users]
+    ids = [[tokenizer(p)["input_ids"] for p in user.prompts] for user in users]
+    if rec.scorer == "tree":
+        per_batch = max(1, rec.score_batch_size // max(1, len(ids[0]) if ids else 1))
+        rows = score_tree(model, ids, yes_id, no_id, tokenizer.pad_token_id, per_batch)
+    else:
+        rows = [score_fast(model, user, yes_id, no_id, tokenizer.pad_token_id,
+                           batch_size=rec.score_batch_size) for user in ids]
     return UserScores([u.user_id for u in users], [u.candidates for u in users],
                       np.vstack(rows), time.perf_counter() - began)
 
@@ -148,8 +154,7 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
         valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
         for epoch, checkpoint in checkpoints:
             model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
-            scores = score_llm(model, tokenizer, valid_users, yes_id, no_id,
-                               rec.score_batch_size)
+            scores = score_llm(model, tokenizer, valid_users, yes_id, no_id, rec)
             base = model.unload()  # take the adapter out again: the next epoch starts clean
             row = _row(scfg, system, "valid", scores, epoch=epoch, selected=False,
                        extra={"checkpoint": str(checkpoint), **_prefixed(valid_counts)},
@@ -165,7 +170,7 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
     for row in rows:
         row["selected"] = row["epoch"] == best_epoch
     model = PeftModel.from_pretrained(base, str(best_checkpoint)).eval()
-    kept["test"] = score_llm(model, tokenizer, test_users, yes_id, no_id, rec.score_batch_size)
+    kept["test"] = score_llm(model, tokenizer, test_users, yes_id, no_id, rec)
     rows.append(_row(scfg, system, "test", kept["test"], epoch=best_epoch, selected=True,
                      extra={"checkpoint": str(best_checkpoint), **_prefixed(test_counts)},
                      run_hash=cfg.fingerprint()))
@@ -188,7 +193,7 @@ def evaluate_zero_shot(cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Use
     for split in ("test",):
         users, counts = split_prompts(scfg, split, tokenizer)
         yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
-        kept[split] = score_llm(model, tokenizer, users, yes_id, no_id, rec.score_batch_size)
+        kept[split] = score_llm(model, tokenizer, users, yes_id, no_id, rec)
         rows.append(_row(scfg, "zero-shot", split, kept[split], epoch=None, selected=True,
                          extra=_prefixed(counts), run_hash=cfg.fingerprint()))
     return rows, kept

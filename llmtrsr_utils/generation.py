@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from llmtrsr_utils.packing import shared_prefix_length
+
 log = logging.getLogger("llmtrsr")
 
 _TURN_MARKER = re.compile(r"\n?###\s*(User|Assistant)\s*:")
@@ -266,16 +268,6 @@ class CachedGenerator:
 
 
 MIN_SHARED_PREFIX = 16  # below this, a separate prefix pass costs more than it saves
-
-
-def shared_prefix_length(batch: Sequence[Sequence[int]]) -> int:
-    """Longest common token prefix, leaving every row at least one token of its own."""
-    limit = min(len(ids) for ids in batch) - 1
-    first = batch[0]
-    length = 0
-    while length < limit and all(ids[length] == first[length] for ids in batch):
-        length += 1
-    return length
 
 
 def _end_token_ids(model, tokenizer) -> set[int]:

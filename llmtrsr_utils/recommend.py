@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from llmtrsr_utils.artifacts import check_writable, git_commit, library_versions, write_json
-from llmtrsr_utils.config import Config, ConfigError, RecommenderConfig
+from llmtrsr_utils.config import Config, ConfigError
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import (
     NEGATIVES,
@@ -45,6 +45,7 @@ from llmtrsr_utils.models import (
     model_slug,
     select_dtype,
 )
+from llmtrsr_utils.packing import TreeCollator, build_tree, loss_items
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
 from llmtrsr_utils.segmentation import ELLIPSIS, PromptTooLongError
 
@@ -325,15 +326,24 @@ def process_count() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def accumulation_steps(rec: RecommenderConfig, processes: int) -> int:
-    """Gradient accumulation that makes ``rec.global_batch_size`` examples per optimizer step:
-    global / (per-device batch x processes), refused when that is not a whole number, so the
-    same params are the same experiment on 1, 4 or 8 GPUs."""
-    per_step = rec.batch_size * processes
+def examples_per_row(cfg: Config) -> int:
+    """Training examples in one row: a user's 1 + train_negatives when tree-packed, else 1."""
+    return 1 + cfg.data.train_negatives if cfg.recommender.packing == "tree" else 1
+
+
+def accumulation_steps(cfg: Config, processes: int) -> int:
+    """Gradient accumulation that makes ``recommender.global_batch_size`` examples per optimizer
+    step: global / (per-device rows x examples per row x processes), refused when that is not a
+    whole number, so the same params are the same experiment on 1, 4 or 8 GPUs."""
+    rec = cfg.recommender
+    per_row = examples_per_row(cfg)
+    per_step = rec.batch_size * per_row * processes
     if rec.global_batch_size % per_step:
+        rows = (f"{rec.batch_size} user row(s) x {per_row} examples (packing tree, 1 + "
+                f"data.train_negatives)" if per_row > 1 else f"{rec.batch_size}")
         raise ConfigError(
             f"recommender.global_batch_size {rec.global_batch_size} cannot be made from "
-            f"recommender.batch_size {rec.batch_size} x {processes} process(es) = {per_step} "
+            f"recommender.batch_size {rows} x {processes} process(es) = {per_step} "
             f"examples per micro-step: it must be a multiple of {per_step}; change batch_size "
             f"or the number of processes")
     return rec.global_batch_size // per_step
@@ -345,7 +355,7 @@ def sft_settings(cfg: Config, out_dir: Path, *, processes: int, dtype: torch.dty
     rec = cfg.recommender
     return dict(
         output_dir=str(out_dir), per_device_train_batch_size=rec.batch_size,
-        gradient_accumulation_steps=accumulation_steps(rec, processes),
+        gradient_accumulation_steps=accumulation_steps(cfg, processes),
         num_train_epochs=rec.epochs, learning_rate=rec.learning_rate, optim="adamw_torch",
         weight_decay=rec.weight_decay, adam_beta1=rec.adam_beta1, adam_beta2=rec.adam_beta2,
         # transformers 5 takes a warmup ratio as a float warmup_steps in [0, 1).
@@ -361,14 +371,46 @@ def sft_settings(cfg: Config, out_dir: Path, *, processes: int, dtype: torch.dty
         use_cpu=not device.startswith("cuda"), dataloader_num_workers=0)
 
 
+def tree_rows(users: list[UserPrompts], tokenizer, answers: list[str], loss_on: str
+              ) -> list[dict[str, Any]]:
+    """One packed training row per user (``llmtrsr_utils.packing``): each example tokenized
+    exactly as trl tokenizes a prompt-completion pair (``tokenizer(prompt)``,
+    ``tokenizer(prompt + completion + end token)``), then packed behind their shared prefix,
+    with the loss items of the unpacked examples."""
+    from trl.data_utils import common_prefix_length
+
+    eos = tokenizer.eos_token or ""
+    rows = []
+    for user in users:
+        sequences, starts = [], []
+        for prompt, label in zip(user.prompts, user.labels, strict=True):
+            completion = answers[0] if label else answers[1]
+            if eos and not completion.endswith(eos):
+                completion += eos
+            ids = tokenizer(text=prompt + completion)["input_ids"]
+            if loss_on == "answer":
+                starts.append(common_prefix_length(tokenizer(text=prompt)["input_ids"], ids))
+            else:
+                starts.append(1)
+            sequences.append(ids)
+        tree = build_tree(sequences)
+        items = loss_items(tree, sequences, starts)
+        rows.append({**tree.as_row(), "loss_positions": items.positions,
+                     "loss_targets": items.targets, "loss_weights": items.weights,
+                     "n_items": items.n_items})
+    return rows
+
+
 def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = True,
                   **overrides: Any):
     """trl's SFTTrainer with a LoRA adapter for one system, on its training users.
 
-    Returns (trainer, info) where info holds the examples count, LoRA targets, answer token ids,
-    prompt shortening counts and the batch arithmetic (per-device batch, accumulation,
-    processes, global batch). ``overrides`` go to SFTConfig (e.g. max_steps, save_strategy for
-    the efficiency study).
+    With ``recommender.packing: tree`` (default) each training row is one user's candidates
+    packed behind their shared prefix (:class:`TreeSFTTrainer`); with ``none`` each row is one
+    prompt-completion example, trl's ordinary path. Returns (trainer, info) where info holds the
+    examples count, LoRA targets, answer token ids, prompt shortening counts and the batch
+    arithmetic (per-device rows, examples per row, accumulation, processes, global batch).
+    ``overrides`` go to SFTConfig (e.g. max_steps, save_strategy for the efficiency study).
     """
     from datasets import Dataset
     from peft import LoraConfig
@@ -377,7 +419,7 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
     cfg = system_config(cfg, system)
     rec = cfg.recommender
     processes = process_count()
-    accumulation_steps(rec, processes)  # refuse an impossible global batch before any loading
+    accumulation_steps(cfg, processes)  # refuse an impossible global batch before any loading
     tokenizer = load_tokenizer(rec.model, revision=rec.revision,
                                trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir,
                                padding_side="right")
@@ -396,14 +438,28 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
     settings = sft_settings(cfg, out_dir, processes=processes, dtype=dtype, device=device,
                             progress=progress)
     settings.update(overrides)
-    trainer = SFTTrainer(model=model, args=SFTConfig(**settings),
-                         train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
-                         peft_config=lora)
-    batch = {"per_device_batch_size": rec.batch_size,
+    if rec.packing == "tree":
+        settings.update(dataset_kwargs={"skip_prepare_dataset": True},
+                        remove_unused_columns=False)
+        from llmtrsr_utils.tree_trainer import TreeSFTTrainer
+
+        trainer = TreeSFTTrainer(
+            model=model, args=SFTConfig(**settings),
+            train_dataset=Dataset.from_list(tree_rows(users, tokenizer, rec.answer_words,
+                                                      rec.loss_on)),
+            data_collator=TreeCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+            peft_config=lora)
+    else:
+        trainer = SFTTrainer(model=model, args=SFTConfig(**settings),
+                             train_dataset=Dataset.from_list(examples),
+                             processing_class=tokenizer, peft_config=lora)
+    per_row = examples_per_row(cfg)
+    batch = {"per_device_batch_size": rec.batch_size, "examples_per_row": per_row,
+             "packing": rec.packing,
              "gradient_accumulation_steps": settings["gradient_accumulation_steps"],
              "processes": processes,
-             "global_batch_size": rec.batch_size * settings["gradient_accumulation_steps"]
-             * processes}
+             "global_batch_size": rec.batch_size * per_row
+             * settings["gradient_accumulation_steps"] * processes}
     info = {"examples": len(examples), "lora_targets": targets, "answer_token_ids": answer_ids,
             "prompt_counts": counts, "device": device, "batch": batch,
             "prompt_format": PromptFormatter(tokenizer, rec.prompt_format, rec.model)

@@ -28,7 +28,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from llmtrsr_utils.generation import shared_prefix_length
+from llmtrsr_utils.packing import (
+    build_tree,
+    mask_for,
+    pad_rows,
+    shared_prefix_length,
+    tree_attention_mask,
+)
 
 
 def causal_lm(model):
@@ -96,6 +102,29 @@ def score_reference(model, prompts_ids: Sequence[Sequence[int]], yes_id: int, no
                                  use_cache=False)
         scores.append(float(yes_probability(head(hidden[0, -1]))))
     return np.asarray(scores)
+
+
+@torch.no_grad()
+def score_tree(model, users: Sequence[Sequence[Sequence[int]]], yes_id: int, no_id: int,
+               pad_id: int, users_per_batch: int = 1) -> list[np.ndarray]:
+    """p(yes) for each user's candidate prompts, prefix-tree packed (:mod:`llmtrsr_utils.packing`):
+    a user's shared prefix once, then every candidate's suffix, one forward per batch of users,
+    read at each suffix's last token. No KV cache is copied."""
+    device = model.device
+    head = AnswerHead(model, yes_id, no_id)
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    out: list[np.ndarray] = []
+    for start in range(0, len(users), users_per_batch):
+        trees = [build_tree(rows) for rows in users[start:start + users_per_batch]]
+        batch = pad_rows([t.as_row() for t in trees], pad_id)
+        mask = mask_for(model, tree_attention_mask(batch["segments"]), dtype)
+        hidden, _ = final_hidden(model, input_ids=batch["input_ids"].to(device),
+                                 position_ids=batch["position_ids"].to(device),
+                                 attention_mask=mask.to(device), use_cache=False)
+        for row, tree in enumerate(trees):
+            pair = head(hidden[row, tree.ends])
+            out.append(yes_probability(pair).cpu().numpy())
+    return out
 
 
 @torch.no_grad()

@@ -124,6 +124,10 @@ def test_overrides_are_typed_and_validated(tmp_path):
     assert cfg.data.dir is None and cfg.data.attributes == ["title", "genres"]
     assert cfg.recommender.model == "gemma3-270m"
     assert cfg.data.min_rating == 3.0 and isinstance(cfg.data.min_rating, float)
+    # YAML 1.1 reads 3e-4 (no dot) as a string; a float key takes it as the number it means.
+    assert load_config(None, ["recommender.learning_rate=3e-4"]).recommender.learning_rate == 3e-4
+    with pytest.raises(ConfigError, match="'recommender.learning_rate' expects float, got str"):
+        load_config(None, ["recommender.learning_rate=fast"])
 
 
 @pytest.mark.parametrize("override, match", [

@@ -22,7 +22,13 @@ from llmtrsr_utils.recommend import (
     system_config,
     train_system,
 )
-from llmtrsr_utils.scoring import score_dynamic, score_fast, score_padded_full, score_reference
+from llmtrsr_utils.scoring import (
+    score_dynamic,
+    score_fast,
+    score_padded_full,
+    score_reference,
+    score_tree,
+)
 from llmtrsr_utils.segmentation import PromptTooLongError
 from tests.conftest import smoke_config, smoke_overrides
 
@@ -153,6 +159,13 @@ def test_fast_scorer_equals_reference_on_tiny_llama():
     for batch_size in (32, 5):
         fast = score_fast(model, rows, yes_id, no_id, tokenizer.pad_token_id, batch_size)
         assert np.abs(fast - reference).max() < 1e-4
+    # The tree scorer: one user per row, or several users padded into one batch.
+    other = [r[:5] + [7] + r[5:] for r in rows[:4]]  # a second user, another prefix
+    for per_batch in (1, 2):
+        first, second = score_tree(model, [rows, other], yes_id, no_id, tokenizer.pad_token_id,
+                                   per_batch)
+        assert np.abs(first - reference).max() < 1e-4
+        assert np.abs(second - score_reference(model, other, yes_id, no_id)).max() < 1e-4
     dynamic = score_dynamic(model, rows, yes_id, no_id, tokenizer.pad_token_id)
     padded = score_padded_full(model, rows[:3], yes_id, no_id, tokenizer.pad_token_id, 512)
     assert np.abs(dynamic - reference).max() < 1e-4
@@ -201,6 +214,8 @@ def test_fast_scorer_equals_reference_on_smollm2():
     reference = score_reference(model, rows, 10407, 4607)
     fast = score_fast(model, rows, 10407, 4607, tokenizer.pad_token_id)
     assert np.abs(fast - reference).max() < 1e-4
+    (tree,) = score_tree(model, [rows], 10407, 4607, tokenizer.pad_token_id)
+    assert np.abs(tree - reference).max() < 1e-4
 
 
 def test_training_saves_each_epoch_and_resumes(tmp_path, movielens_dir):
@@ -253,19 +268,27 @@ def test_global_batch_is_kept_for_any_process_count(tmp_path, movielens_dir):
     from llmtrsr_utils.config import ConfigError
     from llmtrsr_utils.recommend import accumulation_steps, sft_settings
 
-    cfg = smoke_config(tmp_path, movielens_dir, "recommender.batch_size=2",
-                       "recommender.global_batch_size=64")
+    plain = smoke_config(tmp_path, movielens_dir, "recommender.batch_size=2",
+                         "recommender.global_batch_size=64", "recommender.packing=none")
+    tree = smoke_config(tmp_path, movielens_dir, "recommender.batch_size=2",
+                        "recommender.global_batch_size=64", "data.train_negatives=3")
     for processes in (1, 2, 4, 8):
-        settings = sft_settings(cfg, tmp_path, processes=processes, dtype=torch.float32,
+        settings = sft_settings(plain, tmp_path, processes=processes, dtype=torch.float32,
                                 device="cpu")
         assert settings["per_device_train_batch_size"] * settings[
             "gradient_accumulation_steps"] * processes == 64
-    assert accumulation_steps(cfg.recommender, 4) == 8
+        # Tree-packed: a row is one user's 1 + 3 examples.
+        packed = sft_settings(tree, tmp_path, processes=processes, dtype=torch.float32,
+                              device="cpu")
+        assert packed["per_device_train_batch_size"] * 4 * packed[
+            "gradient_accumulation_steps"] * processes == 64
+    assert accumulation_steps(plain, 4) == 8 and accumulation_steps(tree, 4) == 2
     odd = smoke_config(tmp_path, movielens_dir, "recommender.batch_size=3",
-                       "recommender.global_batch_size=64")
+                       "recommender.global_batch_size=64", "recommender.packing=none")
     with pytest.raises(ConfigError, match="global_batch_size 64 cannot be made from "
                                           "recommender.batch_size 3 x 1 process"):
-        accumulation_steps(odd.recommender, 1)
+        accumulation_steps(odd, 1)
+    settings = sft_settings(plain, tmp_path, processes=1, dtype=torch.float32, device="cpu")
     # The authors' optimizer settings reach the trainer.
     assert (settings["weight_decay"], settings["adam_beta2"]) == (5e-4, 0.95)
     assert settings["lr_scheduler_type"] == "constant" and settings["max_grad_norm"] == 0.0
@@ -284,16 +307,18 @@ def test_train_runs_under_accelerate_launch(tmp_path, movielens_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     cfg = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=1")
     record = json.loads((adapter_dir(cfg, "tallrec") / "training.json").read_text())
-    assert (record["processes"], record["gradient_accumulation_steps"]) == (1, 2)
+    batch = (record["processes"], record["examples_per_row"], record["global_batch_size"])
+    assert batch == (1, 2, 4)
     assert record["global_step"] > 0
 
 
 def test_four_processes_train_with_the_configured_global_batch(tmp_path, movielens_dir):
-    """Four CPU processes (torchrun, gloo): per-device batch 1 x accumulation 2 x 4 processes
-    = the configured global batch of 8, and the optimizer steps that global batch gives."""
+    """Four CPU processes (torchrun, gloo): per-device 1 user row x 2 examples (tree-packed) x
+    accumulation 2 x 4 processes = the configured global batch of 16, and the optimizer steps
+    that global batch gives."""
     from llmtrsr_utils.datasets.splits import prepare_dataset
 
-    batch = ["recommender.batch_size=1", "recommender.global_batch_size=8",
+    batch = ["recommender.batch_size=1", "recommender.global_batch_size=16",
              "recommender.epochs=1"]
     cfg = smoke_config(tmp_path, movielens_dir, *batch)
     prepare_dataset(cfg)  # once, before four processes read it
@@ -306,9 +331,9 @@ def test_four_processes_train_with_the_configured_global_batch(tmp_path, moviele
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((adapter_dir(cfg, "tallrec") / "training.json").read_text())
-    assert (record["processes"], record["per_device_batch_size"],
-            record["gradient_accumulation_steps"], record["global_batch_size"]) == (4, 1, 2, 8)
-    assert record["global_step"] == 2  # 12 examples / 8 per step, rounded up
+    assert (record["processes"], record["per_device_batch_size"], record["examples_per_row"],
+            record["gradient_accumulation_steps"], record["global_batch_size"]) == (4, 1, 2, 2, 16)
+    assert record["global_step"] == 1  # 6 users x 2 examples = 12 < 16 per step: one step
 
 
 def test_systems_differ_only_in_prompt_settings(tmp_path, movielens_dir):

@@ -81,6 +81,10 @@ class DataConfig:
     locale: str | None = "UK"  # Amazon-M2 locale filter (the authors used UK); None keeps all
     train_negatives: int = field(default=1, metadata=_at_least(1))
     eval_negatives: int = field(default=20, metadata=_at_least(1))
+    # (history, target) windows per training user, the last one first: window j ends j items
+    # earlier in the user's own sequence (more training examples from the same users; never for
+    # validation or test users). 1: the paper's single window.
+    train_windows: int = field(default=1, metadata=_at_least(1))
     # catalogue: uniform over all items (paper); impressions: MIND's non-clicked items.
     negative_source: str = field(default="catalogue", metadata=_choices("catalogue", "impressions"))
     # What a sampled negative may not be. history_and_target: neither the positive nor an item

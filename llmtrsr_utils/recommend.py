@@ -221,7 +221,7 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
     data_dir = prepare_dataset(cfg)
     domain = read_manifest(data_dir)["domain"]
     item_text = load_items(data_dir).set_index(ITEM_ID)["text"]
-    frame = load_split(data_dir, split)
+    frame = load_split(data_dir, split, windows=True)
     if max_users is not None:
         frame = frame.head(max_users)
     summaries: dict[str, str] = {}

@@ -245,7 +245,7 @@ def summaries_path(cfg: Config, split: str, paradigm: str) -> Path:
 def split_histories(cfg: Config, split: str) -> tuple[list[UserHistory], str]:
     data_dir = prepare_dataset(cfg)
     items = load_items(data_dir).set_index(ITEM_ID)["text"]
-    frame = load_split(data_dir, split)
+    frame = load_split(data_dir, split, windows=True)
     users = [UserHistory(row[USER_ID], list(row[HISTORY]), items.loc[list(row[HISTORY])].tolist())
              for row in frame.to_dict("records")]
     return users, read_manifest(data_dir)["domain"]

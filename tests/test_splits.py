@@ -16,6 +16,7 @@ from llmtrsr_utils.datasets.splits import (
     prepare_dataset,
     read_manifest,
 )
+from tests.conftest import smoke_config
 
 
 def config(work_dir, data_dir, *extra):
@@ -157,3 +158,28 @@ def test_mind_impression_negatives(tmp_path):
     counts = read_manifest(out)["counts"]
     assert counts["test_users_negatives_topped_up_from_catalogue"] == 3
     assert json.loads((out / "manifest.json").read_text())["domain"] == "news"
+
+
+def test_training_windows_add_earlier_targets_of_training_users_only(tmp_path, movielens_dir):
+    from llmtrsr_utils.datasets.splits import WINDOW
+
+    cfg = smoke_config(tmp_path, movielens_dir, "data.train_windows=3", "data.train_negatives=2")
+    data_dir = prepare_dataset(cfg)
+    train = load_split(data_dir, "train", windows=True)
+    users = load_split(data_dir, "train")
+    assert len(users) == 6 and (users[WINDOW] == 0).all()
+    assert len(train) == 18 and sorted(train[WINDOW].unique()) == [0, 1, 2]
+    for window in train[train[WINDOW] > 0].to_dict("records"):
+        user, _, j = window["user_id"].partition("#w")
+        own = users.set_index("user_id").loc[user]
+        sequence_end = [*own["history"], own["target"]]
+        # Window j's target is the item j places before the user's target; with
+        # history_policy truncate its history is the max_history items before it.
+        assert window["target"] == sequence_end[-1 - int(j)]
+        assert len(window["history"]) == cfg.data.max_history
+        assert len(window["negatives"]) == 2 and window["target"] not in window["negatives"]
+        assert not set(window["negatives"]) & set(window["history"])
+    for split in ("valid", "test"):
+        assert (load_split(data_dir, split, windows=True)[WINDOW] == 0).all()
+    manifest = read_manifest(data_dir)
+    assert manifest["counts"]["train_window_rows"] == 12

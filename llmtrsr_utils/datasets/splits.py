@@ -63,7 +63,11 @@ SPLITS = ("train", "valid", "test")
 NEGATIVES = "negatives"
 # History length before `truncate` kept the most recent max_history items (equal otherwise).
 FULL_HISTORY_LENGTH = "full_history_length"
-FORMAT_VERSION = 1  # bump when the files' layout or sampling changes
+FORMAT_VERSION = 2  # bump when the files' layout or sampling changes (2: the window column)
+# 0 for a user's own (history, target); j for a training window ending j items earlier
+# (data.train_windows), whose user_id is "<user>#w<j>".
+WINDOW = "window"
+_FULL_HISTORY = "_full_history"  # the history before truncation, for the windows
 _SPLIT_CODES = {"train": 1, "valid": 2, "test": 3}
 # data.negative_exclusion values; the first is the default.
 NEGATIVE_EXCLUSIONS = ("history_and_target", "target", "none")
@@ -151,6 +155,7 @@ def clean_sequences(raw: RawDataset, data: DataConfig) -> tuple[pd.DataFrame, di
             counts["users_dropped_history_too_short"] += 1
             continue
         record[FULL_HISTORY_LENGTH] = len(history)
+        record[_FULL_HISTORY] = history
         if len(history) > data.max_history:
             if data.history_policy == "filter":
                 counts["users_dropped_history_too_long"] += 1
@@ -160,8 +165,35 @@ def clean_sequences(raw: RawDataset, data: DataConfig) -> tuple[pd.DataFrame, di
         record[HISTORY] = history
         rows.append(record)
     counts["users_kept"] = len(rows)
-    columns = [*raw.sequences.columns, FULL_HISTORY_LENGTH]
+    columns = [*raw.sequences.columns, FULL_HISTORY_LENGTH, _FULL_HISTORY]
     return pd.DataFrame(rows, columns=columns), counts
+
+
+def training_windows(frame: pd.DataFrame, data: DataConfig, counts: dict[str, int]
+                     ) -> pd.DataFrame:
+    """Each training user's own row (window 0), then up to ``data.train_windows - 1`` earlier
+    windows: window j's target is the item j places before the user's target, its history the
+    items before that (the most recent ``max_history`` with ``history_policy: truncate``), kept
+    while it has at least ``min_history`` items. Counted in the manifest."""
+    rows = []
+    counts["train_window_rows"] = 0
+    counts["train_windows_too_short"] = 0
+    for record in frame.to_dict("records"):
+        rows.append({**record, WINDOW: 0})
+        sequence = [*record[_FULL_HISTORY], record[TARGET]]
+        for j in range(1, data.train_windows):
+            end = len(sequence) - 1 - j  # this window's target
+            history = sequence[:end]
+            if data.history_policy == "truncate":
+                history = history[-data.max_history:]
+            if len(history) < data.min_history:
+                counts["train_windows_too_short"] += 1
+                break
+            rows.append({USER_ID: f"{record[USER_ID]}#w{j}", HISTORY: history,
+                         TARGET: sequence[end], FULL_HISTORY_LENGTH: end,
+                         _FULL_HISTORY: sequence[:end], WINDOW: j})
+            counts["train_window_rows"] += 1
+    return pd.DataFrame(rows)
 
 
 def assign_users(users: list[str], cfg: Config, source: str = "params") -> dict[str, list[str]]:
@@ -320,8 +352,12 @@ def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
     (out_dir / "manifest.json").unlink(missing_ok=True)
     for split in SPLITS:
         frame = by_user.loc[assignment[split]].reset_index(drop=True)
+        if split == "train":
+            frame = training_windows(frame, cfg.data, counts)
+        else:
+            frame[WINDOW] = 0
         frame[NEGATIVES] = draw_negatives(frame, split, catalogue, cfg, counts)
-        frame = frame[[USER_ID, HISTORY, TARGET, NEGATIVES, FULL_HISTORY_LENGTH]]
+        frame = frame[[USER_ID, HISTORY, TARGET, NEGATIVES, FULL_HISTORY_LENGTH, WINDOW]]
         path = write_parquet(frame, out_dir / f"{split}.parquet")
         files[path.name] = {"sha256": sha256_of(path), "rows": len(frame)}
     path = write_parquet(items, out_dir / "items.parquet")
@@ -357,9 +393,17 @@ def negative_exclusion_of(out_dir: Path) -> str:
     return str(data.get("negative_exclusion", NEGATIVE_EXCLUSIONS[0]))
 
 
-def load_split(out_dir: Path, split: str) -> pd.DataFrame:
+def load_split(out_dir: Path, split: str, *, windows: bool = False) -> pd.DataFrame:
+    """One split's users (user_id, history, target, negatives, ...), checked.
+
+    ``windows``: also the earlier training windows (``data.train_windows``), which only the
+    recommender's training and its summaries use; everything else (baselines, statistics) reads
+    each user once.
+    """
     path = Path(out_dir) / f"{split}.parquet"
     frame = pd.read_parquet(path)
+    if not windows and WINDOW in frame.columns:
+        frame = frame[frame[WINDOW] == 0].reset_index(drop=True)
     for column in (HISTORY, NEGATIVES):
         frame[column] = frame[column].map(list)
     check_candidates(frame, path,

@@ -74,7 +74,10 @@ def dataset_statistics(data_dir: Path, tokenizer) -> DatasetStatistics:
         "Avg. # of tokens corresponding to an item",
     ], name: pd.Series([
         rendered_attribute_count(manifest),
-        len(splits["train"]), len(splits["valid"]), len(splits["test"]),
+        # every training window is a positive sample (data.train_windows; 1 window per user
+        # by default, as in the paper)
+        len(load_split(data_dir, "train", windows=True)), len(splits["valid"]),
+        len(splits["test"]),
         round(float(lengths.mean()), 2),
         round(float(token_counts.mean()), 2),
     ], dtype=object)}).set_index("description")  # object: counts print as integers

@@ -54,7 +54,7 @@ def kill_when(command: list[str], ready, timeout: float = 300) -> subprocess.Pop
 
 def test_kill_nine_mid_training_then_resume(tmp_path, movielens_dir):
     """Killed after its first epoch's checkpoint, training resumes from the last complete
-    checkpoint and ends with the optimizer steps of an uninterrupted run (3 epochs x 10 steps;
+    checkpoint and ends with the optimizer steps of an uninterrupted run (3 epochs x 5 steps;
     test_recommend.py compares a resumed run with an uninterrupted one step for step)."""
     settings = ["data.n_train_users=10", "recommender.epochs=3", "recommender.batch_size=2",
                 f"summarizer.cache_file={tmp_path / 'gen.sqlite'}"]
@@ -74,8 +74,9 @@ def test_kill_nine_mid_training_then_resume(tmp_path, movielens_dir):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     record = json.loads((folder / "training.json").read_text())
     assert record["resumed_from"].endswith(f"checkpoint-{saved[-1]}")
-    assert record["global_step"] == record["max_steps"] == 3 * 10  # 20 examples / batch 2
-    assert [int(p.name.split("-")[1]) for _, p in list_checkpoints(folder)] == [10, 20, 30]
+    # 10 users, 2 user rows (4 examples) per optimizer step: 5 steps per epoch
+    assert record["global_step"] == record["max_steps"] == 3 * 5
+    assert [int(p.name.split("-")[1]) for _, p in list_checkpoints(folder)] == [5, 10, 15]
 
 
 def test_kill_nine_mid_grid_then_rerun(tmp_path, movielens_dir):

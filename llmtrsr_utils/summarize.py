@@ -7,9 +7,12 @@ Generations go through :class:`llmtrsr_utils.generation.CachedGenerator`, so an 
 resumes where it stopped and the recurrent paradigm's first-block calls are the hierarchical
 block-1 calls (identical prompts, one cache entry).
 
-Under ``accelerate launch`` each process summarizes its share of users
-(``PartialState.split_between_processes``) into the shared cache; the main process then
-assembles the output from the cache without generating anything again.
+Under ``accelerate launch`` (or torchrun) every process walks the same stages over all users,
+and at each stage the generator splits the stage's cache misses among the processes: each
+generates its share into the shared cache, then all read every answer from it (see
+:class:`~llmtrsr_utils.generation.CachedGenerator`). Splitting prompts rather than users means no
+prompt is generated twice even when two users share one (identical blocks, identical merged
+summaries), which splitting users could not promise. The main process writes the output.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from llmtrsr_utils.artifacts import (
     check_writable,
@@ -109,7 +113,8 @@ class UserSummary:
 class Summarizer:
     """One summarizer model, its prompt fitter and its generation cache."""
 
-    def __init__(self, cfg: Config, domain: str, *, progress: bool = True):
+    def __init__(self, cfg: Config, domain: str, *, progress: bool = True, processes=None):
+        """``processes``: an accelerate ``PartialState`` to share generation among processes."""
         scfg = cfg.summarizer
         self.cfg = cfg
         self.domain = domain
@@ -130,7 +135,8 @@ class Summarizer:
         self.generator = CachedGenerator(
             model_identity=model_identity(scfg.model, scfg.revision, cfg.cache_dir),
             formatter=self.formatter, load_model=self._load_model, settings=settings,
-            cache=self.cache, batch_size=scfg.batch_size, progress=progress)
+            cache=self.cache, batch_size=scfg.batch_size, progress=progress,
+            processes=processes)
 
     def _load_model(self):
         scfg = self.cfg.summarizer
@@ -259,29 +265,35 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
     """
     from accelerate import PartialState
 
-    state = PartialState()
+    # cpu=True where there is no GPU: accelerate otherwise treats torchrun's CPU processes as
+    # one undistributed process each, and every process would summarize every user.
+    state = PartialState(cpu=not torch.cuda.is_available())
     check_writable(summaries_path(cfg, split, paradigm).parent)  # before any model call
     users, domain = split_histories(cfg, split)
     began = time.perf_counter()
-    summarizer = Summarizer(cfg, domain, progress=progress and state.is_local_main_process)
-    if state.num_processes > 1:
-        with state.split_between_processes(users) as mine:
-            summarizer.run(paradigm, list(mine))
-        state.wait_for_everyone()
-        if not state.is_main_process:
-            return None
+    summarizer = Summarizer(cfg, domain, progress=progress and state.is_local_main_process,
+                            processes=state)
     results = summarizer.run(paradigm, users)
     elapsed = time.perf_counter() - began
+    stats = summarizer.generator.stats
+    if state.num_processes > 1:
+        log.info("%s %s: process %d/%d made %d of the %d model calls", split, paradigm,
+                 state.process_index + 1, state.num_processes, stats.generated,
+                 stats.generated_by_all)
+        if not state.is_main_process:
+            return None
     frame = pd.DataFrame([r.record() for r in results])
     out = write_parquet(frame, summaries_path(cfg, split, paradigm))
-    stats = summarizer.generator.stats
     flag_counts = Counter(flag.split(": ", 1)[1] for r in results for flag in r.flags)
     record = {
         "format_version": SUMMARY_FORMAT_VERSION,
         "split": split, "paradigm": paradigm, "summarizer": cfg.summarizer.model,
         "dataset": cfg.data.name, "users": len(results), "output": str(out),
         "calls_requested": stats.requested, "cache_hits": stats.cache_hits,
-        "model_calls": stats.generated, "model_loaded": summarizer.generator.model_loaded,
+        "model_calls": stats.generated_by_all, "processes": state.num_processes,
+        "model_calls_main_process": stats.generated,
+        "model_loaded": summarizer.generator.model_loaded,
+        # tokens and seconds: this (main) process's own calls under a multi-process launch
         "new_tokens": stats.new_tokens, "generation_seconds": round(stats.seconds, 3),
         "tokens_per_second": round(stats.tokens_per_second, 2),
         "seconds": round(elapsed, 3), "seconds_per_user": round(elapsed / max(1, len(results)), 3),

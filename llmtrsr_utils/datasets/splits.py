@@ -324,7 +324,26 @@ def is_complete(out_dir: Path, cfg: Config) -> bool:
 
 
 def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
-    """Run the data stage into ``<work_dir>/data`` unless it already holds this config's result."""
+    """Run the data stage into ``<work_dir>/data`` unless it already holds this config's result.
+
+    Under a multi-process launch (torchrun / accelerate launch: ``WORLD_SIZE`` > 1) the main
+    process prepares the splits while the others wait, then they read its files: without this,
+    every process wrote the same files at once and one could read a manifest another had just
+    removed (found on the GPU machine: ``read_manifest`` returned None on rank 1).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        from accelerate import PartialState
+
+        # cpu=True where there is no GPU, as in summarize.py: torchrun's CPU processes are one
+        # gloo group; accelerate would otherwise see each as an undistributed run of its own.
+        state = PartialState(cpu=not torch.cuda.is_available())
+        with state.main_process_first():
+            return _prepare_dataset(cfg, force=force)
+    return _prepare_dataset(cfg, force=force)
+
+
+def _prepare_dataset(cfg: Config, *, force: bool) -> Path:
     out_dir = cfg.data_output_dir
     if not force and is_complete(out_dir, cfg):
         log.info("data: %s already holds these splits; reusing them", out_dir)

@@ -147,7 +147,8 @@ def cmd_run_grid(args: argparse.Namespace) -> int:
 
     axes = dict(_axis(text) for text in args.axis)
     report = run_grid(args.grid, args.params, args.overrides, axes=axes or None,
-                      runs_dir=args.runs_dir)
+                      runs_dir=args.runs_dir,
+                      executor="inprocess" if args.in_process else "papermill")
     print(summary(report).to_string(index=False))
     print(f"\n{len(report.ran)} ran, {len(report.skipped)} skipped (done), "
           f"{len(report.failed)} failed; results: {report.results_path}")
@@ -274,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run only these values of one axis (repeatable), e.g. "
                            "--axis recommender.item_num=0,3")
     grid.add_argument("--runs-dir", default=None, help="default: the params' runs_dir")
+    grid.add_argument("--in-process", action="store_true",
+                      help="run each point's calls in this process instead of a papermill "
+                           "notebook (no Jupyter kernel needed, e.g. on a GPU node)")
     grid.set_defaults(func=cmd_run_grid)
 
     figures = commands.add_parser(

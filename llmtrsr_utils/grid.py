@@ -225,9 +225,15 @@ def append_row(path: Path, row: dict[str, Any]) -> pd.DataFrame:
 
 def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence[str] = (), *,
              axes: Mapping[str, Sequence[Any]] | None = None, runs_dir: str | Path | None = None,
-             kernel_name: str = "python3") -> GridReport:
-    """Run every point not yet in the grid's results table; never stop at a failed point."""
-    import papermill as pm
+             kernel_name: str = "python3", executor: str = "papermill") -> GridReport:
+    """Run every point not yet in the grid's results table; never stop at a failed point.
+
+    ``executor``: ``papermill`` (default) runs ``grid.notebook`` per point and keeps the executed
+    notebook; ``inprocess`` makes the same two calls as ``notebooks/grid_point.ipynb`` in this
+    process (for machines without a Jupyter kernel, e.g. a GPU node; the model cache stays warm).
+    """
+    if executor not in ("papermill", "inprocess"):
+        raise ValueError(f"executor must be 'papermill' or 'inprocess', got {executor!r}")
 
     params_path = Path(params_file).resolve()
     base = load_config(params_path, overrides)
@@ -251,12 +257,18 @@ def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence
         log.info("[%d/%d] %s: running %s", index, len(points), point.name, grid.notebook.name)
         began = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(grid.notebook), str(point_dir / grid.notebook.name), cwd=str(Path.cwd()),
-                parameters={"params_file": str(params_path),
-                            "overrides": [*overrides, *point.overrides],
-                            "system": point.system, "output_dir": str(point_dir.resolve())},
-                kernel_name=kernel_name, progress_bar=False, log_output=False)
+            if executor == "inprocess":
+                _run_point_inprocess(cfg, point.system, result_file)
+            else:
+                import papermill as pm
+
+                pm.execute_notebook(
+                    str(grid.notebook), str(point_dir / grid.notebook.name),
+                    cwd=str(Path.cwd()),
+                    parameters={"params_file": str(params_path),
+                                "overrides": [*overrides, *point.overrides],
+                                "system": point.system, "output_dir": str(point_dir.resolve())},
+                    kernel_name=kernel_name, progress_bar=False, log_output=False)
             result = json.loads(result_file.read_text())
         except Exception as err:  # a failed point must not stop the grid: reported at the end
             message = _first_line(err)
@@ -271,6 +283,15 @@ def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence
         append_row(results_path, row)
         report.ran.append(point.name)
     return report
+
+
+def _run_point_inprocess(cfg: Config, system: str, result_file: Path) -> None:
+    """What ``notebooks/grid_point.ipynb`` does, without a kernel."""
+    from llmtrsr_utils.artifacts import write_json
+    from llmtrsr_utils.evaluate import evaluate, point_result
+
+    evaluate(cfg, [system], [], reuse=True, write_tables=False)  # trains first when needed
+    write_json(point_result(cfg, system), result_file)
 
 
 def _first_line(err: Exception) -> str:

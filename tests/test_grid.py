@@ -137,3 +137,24 @@ def test_profile_reduces_only_each_grids_own_axis():
     assert axes == {"summarizer.model": cfg.ablations.summarizers}
     spec = grid.load_grid(ablations / "summarizer_size.yaml", axes)
     assert [p.values["recommender.item_num"] for p in grid.expand(spec)] == [0, 0]
+
+
+def test_in_process_executor_gives_the_papermill_row(tmp_path, movielens_dir):
+    """``executor="inprocess"`` (``run-grid --in-process``, for nodes without a Jupyter kernel)
+    makes the grid_point notebook's calls itself: same metrics, no executed notebook."""
+    grid_file = write_grid(tmp_path / "one.yaml", {"recommender.item_num": [1],
+                                                   "system": ["llmtrsr-hierarchical"]})
+    tables = {}
+    for executor in ("papermill", "inprocess"):  # each trains its own adapter
+        overrides = smoke_overrides(tmp_path / executor / "work", movielens_dir,
+                                    f"summarizer.cache_file={tmp_path / 'gen.sqlite'}")
+        report = grid.run_grid(grid_file, SMOKE, overrides, runs_dir=tmp_path / executor,
+                               executor=executor)
+        assert report.ran == ["item_num-1_llmtrsr-hierarchical"] and not report.failed
+        tables[executor] = pd.read_parquet(tmp_path / executor / "one" / "results.parquet")
+    point = tmp_path / "inprocess" / "one" / "item_num-1_llmtrsr-hierarchical"
+    assert (point / "result.json").is_file() and not (point / "grid_point.ipynb").exists()
+    metrics = ["recall@5", "mrr@10", "ndcg@10", "point_key"]
+    pd.testing.assert_frame_equal(tables["papermill"][metrics], tables["inprocess"][metrics])
+    with pytest.raises(ValueError, match="executor must be"):
+        grid.run_grid(grid_file, SMOKE, overrides, runs_dir=tmp_path / "x", executor="ray")

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import torch
+from device_rates import matmul_rate, peak_memory_line
 
 from llmtrsr_utils.config import load_config
 from llmtrsr_utils.models import load_causal_lm
@@ -43,15 +44,6 @@ from llmtrsr_utils.scoring import (
     score_reference,
     score_tree,
 )
-
-
-def matmul_rate(size: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    began = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - began)
 
 
 def timed(function) -> tuple[np.ndarray, float]:
@@ -108,8 +100,9 @@ def main() -> None:
     tree_tokens = sum(t.length for t in trees)
     dynamic_tokens = sum(len(rows) * max(map(len, rows)) for rows in per_user)
     achieved = 2 * body * tree_tokens / seconds["tree"]
-    matmul = matmul_rate()
-    print(f"tree scorer {achieved / 1e9:.1f} GFLOP/s; float32 matmul {matmul / 1e9:.1f} GFLOP/s; "
+    matmul = matmul_rate(device=str(model.device), dtype=model.dtype)
+    print(f"tree scorer {achieved / 1e9:.1f} GFLOP/s; {model.dtype} matmul on {model.device} "
+          f"{matmul / 1e9:.1f} GFLOP/s; "
           f"tokens: dynamic {dynamic_tokens}, tree {tree_tokens}")
     print(f"ratio_vs_authors {rates['tree'] / rates['authors']:.1f}")
     print(f"ratio_vs_dynamic {rates['tree'] / rates['dynamic']:.2f}")
@@ -117,6 +110,8 @@ def main() -> None:
     print(f"max_abs_diff {max(diffs.values()):.2e}")
     print(f"floor_ratio {dynamic_tokens / tree_tokens:.2f}")
     print(f"flop_share {achieved / matmul:.3f}")
+    if peak_memory_line():
+        print(peak_memory_line())
 
 
 if __name__ == "__main__":

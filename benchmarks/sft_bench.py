@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from device_rates import matmul_rate, peak_memory_line
 from transformers import TrainerCallback
 
 from llmtrsr_utils.config import load_config
@@ -46,16 +47,9 @@ class StepTimes(TrainerCallback):
         self.times: list[float] = []
 
     def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a step's kernels finish before its time is read
         self.times.append(time.perf_counter())
-
-
-def matmul_rate(size: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    began = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - began)
 
 
 def body_parameters(model) -> tuple[int, int]:
@@ -122,7 +116,9 @@ def same_batch_losses(cfg, out: Path) -> float:
         trainer.model.eval()
         dataset = trainer.train_dataset
         batch = trainer.data_collator([dataset[i] for i in range(len(dataset))])
-        items = trainer._get_num_items_in_batch([batch], "cpu")
+        batch = {k: v.to(trainer.model.device) if torch.is_tensor(v) else v
+                 for k, v in batch.items()}
+        items = trainer._get_num_items_in_batch([batch], trainer.model.device)
         with torch.no_grad():
             losses.append(trainer.compute_loss(trainer.model, dict(batch),
                                                num_items_in_batch=items).item())
@@ -135,6 +131,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--users", type=int, default=8, help="training users")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per path")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="both paths' training dtype (bfloat16 on a GPU)")
     parser.add_argument("--checkpointing", action="store_true",
                         help="gradient checkpointing on both paths")
     args = parser.parse_args()
@@ -145,7 +143,7 @@ def main() -> None:
         for k in (1, 4):
             cfg = load_config(args.params, [*args.overrides, f"data.n_train_users={args.users}",
                                             f"data.train_negatives={k}",
-                                            "recommender.dtype=float32",
+                                            f"recommender.dtype={args.dtype}",
                                             "recommender.loss_on=answer",
                                             "recommender.lora_dropout=0.0"])
             results[k] = {p: measure(cfg, p, args.steps, args.checkpointing,
@@ -156,10 +154,12 @@ def main() -> None:
                 print(f"k={k} {name:<6} {row['examples_per_second']:6.2f} examples/s "
                       f"({row['seconds_per_step']:.2f} s per step of {1 + k} examples, "
                       f"{row['forward_flops'] / 1e9:.0f} GFLOP forward)")
-    reference = matmul_rate()
     tree4 = results[4]["tree"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reference = matmul_rate(device=device, dtype=getattr(torch, args.dtype))
     achieved = 3 * tree4["forward_flops"] / tree4["seconds_per_step"]
-    print(f"threads {torch.get_num_threads()}; float32 matmul {reference / 1e9:.1f} GFLOP/s; "
+    print(f"threads {torch.get_num_threads()}; {args.dtype} matmul on {device} "
+          f"{reference / 1e9:.1f} GFLOP/s; "
           f"packed path {achieved / 1e9:.1f} GFLOP/s")
     ratio = {k: results[k]["tree"]["examples_per_second"]
              / results[k]["none"]["examples_per_second"] for k in (1, 4)}
@@ -171,6 +171,8 @@ def main() -> None:
     print(f"floor_ratio {floor[4]:.2f}")
     print(f"floor_ratio_k1 {floor[1]:.2f}")
     print(f"flop_share {achieved / reference:.3f}")
+    if peak_memory_line():
+        print(peak_memory_line())
 
 
 if __name__ == "__main__":

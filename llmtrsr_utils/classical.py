@@ -1,10 +1,12 @@
 """Table 2's classical recommenders over frozen text embeddings of the items (paper 5.2.1).
 
-Every model reads the same inputs: the history as frozen item vectors (oldest first, padded on
-the left side of nothing: a boolean mask marks real positions) and the candidates' vectors; a
-learned linear projection maps the encoder's vectors (MiniLM, 384-d) to the model's width. Each
-returns one score per candidate. The core idea of each original paper is kept; what is
-simplified is said in its docstring.
+Every model reads the same inputs: the history (oldest first, right-padded: a boolean mask
+marks real positions) and the candidates, as items. An item is, by ``classical.
+item_representation``, its frozen text vector (MiniLM 384-d by default, BERT 768-d in the paper
+profiles) through a learned linear projection to the model's width (``text``, the paper's "BERT
+for text embedding"), a learned embedding of its id (``id``, as the models' own papers), or the
+sum (``text+id``). Each model returns one score per candidate. The core idea of each original
+paper is kept; what is simplified is said in its docstring.
 
 Why not RecBole: its models learn item-id embeddings from scratch, while the paper's baselines
 read pre-trained text embeddings; and its latest release does not run with the kit's pins
@@ -16,8 +18,14 @@ fails in its dependency ray 2.6.3 (``np.bool8``), its MRR/NDCG/MAP metrics use `
 Training (:func:`train_model`): the same training users as the LLM recommender. Every prefix of
 a user's sequence (history + target) predicts its next item, as GRU4Rec and SASRec train; the
 last prefix is exactly the LLM's training example with its frozen negative, earlier prefixes get
-negatives drawn from the catalogue with the run's seed. Binary cross-entropy, AdamW, early
-stopping on validation Recall@3+5+10 (the LLM's selection rule), tqdm progress, seeded.
+negatives drawn from the catalogue with the run's seed (``classical.train_negatives`` per
+prefix). The loss is each model's own (``classical.loss: paper``, :data:`PAPER_LOSSES`) or one
+for all: binary cross-entropy for NCF, DIN, DIEN and SASRec (SASRec's paper, section III-E,
+trains with BCE and one sampled negative per step); cross-entropy over the sampled candidates
+(a sampled softmax) for NARM and CORE, whose papers use cross-entropy over every item; TOP1-max
+for GRU4Rec (Hidasi and Karatzoglou, CIKM 2018), which is the original paper's TOP1 when there
+is one negative. AdamW, early stopping on validation Recall@3+5+10 (the LLM's selection rule),
+tqdm progress, seeded.
 """
 
 from __future__ import annotations
@@ -51,6 +59,17 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1).nan_to_num(0.0)
 
 
+def recency_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids counted from the most recent item (0) backwards, for right-padded rows.
+
+    SASRec left-pads to a fixed length so that the last position is always the most recent
+    item; counting from the end gives every row the same property without padding on the left
+    (padded slots get 0, and the mask keeps them out of every attention)."""
+    lengths = mask.sum(dim=1, keepdim=True)
+    steps = torch.arange(mask.size(1), device=mask.device)[None, :]
+    return (lengths - 1 - steps).clamp(min=0)
+
+
 def last_state(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The state at each row's last real position (histories are right-padded)."""
     index = (mask.sum(dim=1) - 1).clamp(min=0)
@@ -77,20 +96,48 @@ def mlp(sizes: Sequence[int], dropout: float = 0.1) -> nn.Sequential:
 
 
 class SequenceModel(nn.Module):
-    """Base: project frozen vectors, encode the history, score candidates."""
+    """Base: represent items (projected text vectors, id embeddings or both), encode the
+    history, score candidates. A model is a subclass that implements :meth:`score` on items
+    already at the model's width; :data:`MODELS` finds it by name."""
 
     max_length: int | None = None  # models with position embeddings read the most recent items
 
     def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1):
         super().__init__()
-        self.project = nn.Linear(input_dim, dim)
+        self.project: nn.Linear | None = nn.Linear(input_dim, dim)
+        self.item_ids: nn.Embedding | None = None
         self.dim = dim
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, history: torch.Tensor, mask: torch.Tensor,
-                candidates: torch.Tensor) -> torch.Tensor:
-        """history (B, L, E), mask (B, L) bool, candidates (B, C, E) -> scores (B, C)."""
-        return self.score(self.dropout(self.project(history)), mask, self.project(candidates))
+    def set_item_representation(self, representation: str, n_items: int = 0) -> None:
+        """``text`` (default), ``id`` or ``text+id``; ``n_items`` rows for the id embedding."""
+        if representation not in ITEM_REPRESENTATIONS:
+            raise ValueError(f"item_representation must be one of "
+                             f"{', '.join(ITEM_REPRESENTATIONS)}, got {representation!r}")
+        if "id" in representation:
+            if n_items < 1:
+                raise ValueError(f"item_representation {representation!r} needs the number of "
+                                 f"items (n_items >= 1), got {n_items}")
+            self.item_ids = nn.Embedding(n_items, self.dim)
+        if "text" not in representation:
+            self.project = None
+
+    def items(self, vectors: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """(…, E) text vectors and (…) item rows -> (…, dim) item representations."""
+        out = self.project(vectors) if self.project is not None else 0.0
+        if self.item_ids is not None:
+            if rows is None:
+                raise ValueError("an id item representation needs the items' rows")
+            out = out + self.item_ids(rows)
+        return out
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor,
+                history_rows: torch.Tensor | None = None,
+                candidate_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """history (B, L, E), mask (B, L) bool, candidates (B, C, E) -> scores (B, C); the rows
+        (B, L) and (B, C) index the item table (needed by the id representations)."""
+        return self.score(self.dropout(self.items(history, history_rows)), mask,
+                          self.items(candidates, candidate_rows))
 
     def score(self, history: torch.Tensor, mask: torch.Tensor,
               candidates: torch.Tensor) -> torch.Tensor:
@@ -191,8 +238,9 @@ class DIEN(SequenceModel):
 
 class GRU4Rec(SequenceModel):
     """GRU4Rec (Hidasi et al., ICLR 2016): a GRU over the session; the last hidden state scores
-    each candidate by dot product. Simplified: BCE with sampled negatives instead of the
-    paper's session-parallel mini-batches with BPR/TOP1 losses."""
+    each candidate by dot product. Trained with TOP1-max over the sampled negatives (its
+    authors' 2018 loss; the 2016 paper's TOP1 when there is one negative). Simplified: sampled
+    negatives per prefix instead of the paper's session-parallel mini-batches."""
 
     def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1):
         super().__init__(input_dim, dim, dropout)
@@ -229,7 +277,9 @@ class NARM(SequenceModel):
 class SASRec(SequenceModel):
     """Self-Attentive Sequential Recommendation (Kang and McAuley, ICDM 2018): learned position
     embeddings, causal self-attention blocks; the output at the last real position scores
-    candidates by dot product. Padding is masked out of every attention."""
+    candidates by dot product. Positions count back from the most recent item (0), as the
+    paper's left padding places the most recent item at a fixed position whatever the length.
+    Padding is masked out of every attention."""
 
     def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1,
                  max_length: int = 64, layers: int = 2, heads: int = 2):
@@ -243,7 +293,7 @@ class SASRec(SequenceModel):
 
     def score(self, history, mask, candidates):
         length = history.size(1)
-        x = history + self.positions(torch.arange(length, device=history.device))
+        x = history + self.positions(recency_positions(mask))
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool,
                                        device=history.device), diagonal=1)
         out = self.norm(self.encoder(x, mask=causal, src_key_padding_mask=~mask))
@@ -254,8 +304,8 @@ class CORE(SequenceModel):
     """CORE (Hou et al., SIGIR 2022), the transformer variant: the session is a weighted sum of
     its own item representations (weights from a transformer over the history, masked softmax),
     so session and items live in one space (representation consistency); scores are cosine
-    similarities divided by a temperature. Simplified: no robust distance measurement
-    dropout on the item table."""
+    similarities divided by a temperature; cross-entropy over the candidates (the paper's over
+    every item). Simplified: no robust distance measurement dropout on the item table."""
 
     def __init__(self, input_dim: int, dim: int = 64, dropout: float = 0.1,
                  max_length: int = 64, temperature: float = 0.07):
@@ -269,7 +319,7 @@ class CORE(SequenceModel):
         self.temperature = temperature
 
     def score(self, history, mask, candidates):
-        x = history + self.positions(torch.arange(history.size(1), device=history.device))
+        x = history + self.positions(recency_positions(mask))  # most recent item: position 0
         out = self.encoder(x, src_key_padding_mask=~mask)
         weights = masked_softmax(self.weight(out).squeeze(-1), mask)
         session = nn.functional.normalize((weights[..., None] * history).sum(dim=1), dim=-1)
@@ -284,10 +334,53 @@ DISPLAY_NAMES = {"ncf": "NCF", "din": "DIN", "dien": "DIEN", "gru4rec": "GRU4Rec
                  "narm": "NARM", "sasrec": "SASRec", "core": "CORE"}
 
 
-def build_model(name: str, input_dim: int, dim: int = 64, dropout: float = 0.1) -> SequenceModel:
+ITEM_REPRESENTATIONS = ("text", "id", "text+id")
+# Each model's loss in its own paper (``classical.loss: paper``); see the module docstring.
+PAPER_LOSSES = {"ncf": "bce", "din": "bce", "dien": "bce", "gru4rec": "top1-max",
+                "narm": "cross-entropy", "sasrec": "bce", "core": "cross-entropy"}
+LOSSES = ("bce", "cross-entropy", "top1-max")
+
+
+def build_model(name: str, input_dim: int, dim: int = 64, dropout: float = 0.1, *,
+                representation: str = "text", n_items: int = 0) -> SequenceModel:
     if name not in MODELS:
         raise ValueError(f"unknown classical model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name](input_dim, dim, dropout)
+    model = MODELS[name](input_dim, dim, dropout)
+    model.set_item_representation(representation, n_items)
+    return model
+
+
+def model_loss(name: str, setting: str) -> str:
+    """The loss a model trains with: its paper's (``paper``) or the one named for all."""
+    loss = PAPER_LOSSES[name] if setting == "paper" else setting
+    if loss not in LOSSES:
+        raise ValueError(f"classical.loss must be 'paper' or one of {', '.join(LOSSES)}, "
+                         f"got {setting!r}")
+    return loss
+
+
+def ranking_loss(logits: torch.Tensor, loss: str) -> torch.Tensor:
+    """Loss of (B, 1 + k) scores whose column 0 is the positive and the rest sampled negatives.
+
+    ``bce``: binary cross-entropy, positive 1, negatives 0. ``cross-entropy``: softmax over the
+    1 + k candidates, the positive the class (a sampled softmax). ``top1-max``: GRU4Rec's
+    TOP1-max, sum_j s_j (sigmoid(r_j - r_pos) + sigmoid(r_j^2)) with s the softmax of the
+    negatives' scores (Hidasi and Karatzoglou, CIKM 2018, eq. 6); with one negative s = 1 and
+    it is the 2016 paper's TOP1.
+    """
+    if loss == "bce":
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    if loss == "cross-entropy":
+        target = torch.zeros(logits.size(0), dtype=torch.long, device=logits.device)
+        return nn.functional.cross_entropy(logits, target)
+    if loss == "top1-max":
+        positive, negatives = logits[:, :1], logits[:, 1:]
+        weights = torch.softmax(negatives, dim=1)
+        terms = torch.sigmoid(negatives - positive) + torch.sigmoid(negatives ** 2)
+        return (weights * terms).sum(dim=1).mean()
+    raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -297,6 +390,8 @@ class Batch:
     history: torch.Tensor  # (B, L, E)
     mask: torch.Tensor  # (B, L)
     candidates: torch.Tensor  # (B, C, E), column 0 the positive
+    history_rows: torch.Tensor  # (B, L) item-table rows (0 where padded)
+    candidate_rows: torch.Tensor  # (B, C)
 
 
 class ItemTable:
@@ -328,29 +423,35 @@ class ItemTable:
             mask[i, :len(history)] = True
         cand = torch.tensor([self.rows(c, o, "candidate")
                              for c, o in zip(candidates, owners, strict=True)])
-        return Batch(self.vectors[rows], mask, self.vectors[cand])
+        return Batch(self.vectors[rows], mask, self.vectors[cand], rows, cand)
 
 
 def training_examples(train: pd.DataFrame, item_ids: Sequence[str], seed: int,
                       negatives_per_prefix: int = 1, max_history: int | None = None
                       ) -> list[tuple[list[str], list[str], str]]:
     """(history prefix, [positive, *negatives], user) for every next-item step of every training
-    user; the final step uses the user's frozen negatives."""
+    user, each with ``negatives_per_prefix`` negatives not in the user's sequence: the final step
+    takes the user's frozen negatives first (the LLM's training example), topped up from the
+    catalogue; earlier steps draw theirs from the catalogue with ``seed``."""
+    if negatives_per_prefix < 1:
+        raise ValueError(f"classical.train_negatives must be >= 1, got {negatives_per_prefix}")
     rng = np.random.default_rng(seed)
     examples = []
     for row in train.to_dict("records"):
         sequence = [*row[HISTORY], row[TARGET]]
         seen = set(sequence)
+        if len(set(item_ids) - seen) < negatives_per_prefix:
+            raise ValueError(f"user {row[USER_ID]!r}: the catalogue has fewer than "
+                             f"{negatives_per_prefix} items outside the user's sequence "
+                             f"(classical.train_negatives)")
         for end in range(1, len(sequence)):
             prefix = sequence[:end][-max_history:] if max_history else sequence[:end]
-            if end == len(sequence) - 1:
-                negatives = list(row[NEGATIVES])
-            else:
-                negatives = []
-                while len(negatives) < negatives_per_prefix:
-                    pick = item_ids[int(rng.integers(len(item_ids)))]
-                    if pick not in seen:
-                        negatives.append(pick)
+            last = end == len(sequence) - 1
+            negatives = list(row[NEGATIVES])[:negatives_per_prefix] if last else []
+            while len(negatives) < negatives_per_prefix:
+                pick = item_ids[int(rng.integers(len(item_ids)))]
+                if pick not in seen and pick not in negatives:
+                    negatives.append(pick)
             examples.append((prefix, [sequence[end], *negatives], row[USER_ID]))
     return examples
 
@@ -369,7 +470,8 @@ def score_frame(model: SequenceModel, table: ItemTable, frame: pd.DataFrame,
             batch = table.batch([list(r[HISTORY]) for r in part],
                                 [[r[TARGET], *r[NEGATIVES]] for r in part],
                                 [r[USER_ID] for r in part], model.max_length)
-            out.append(model(batch.history, batch.mask, batch.candidates).double().numpy())
+            out.append(model(batch.history, batch.mask, batch.candidates, batch.history_rows,
+                             batch.candidate_rows).double().numpy())
     return np.vstack(out) if out else np.empty((0, 0))
 
 
@@ -382,11 +484,14 @@ def train_model(name: str, table: ItemTable, train: pd.DataFrame, valid: pd.Data
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = build_model(name, table.vectors.shape[1], settings.dim, settings.dropout)
+    model = build_model(name, table.vectors.shape[1], settings.dim, settings.dropout,
+                        representation=settings.item_representation,
+                        n_items=len(table.index))
+    loss = model_loss(name, settings.loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
-    examples = training_examples(train, list(table.index), seed, max_history=model.max_length)
-    loss_fn = nn.BCEWithLogitsLoss()
+    examples = training_examples(train, list(table.index), seed, settings.train_negatives,
+                                 max_history=model.max_length)
     best = (-math.inf, 0, copy.deepcopy(model.state_dict()))
     history = []
     began = time.perf_counter()
@@ -398,14 +503,13 @@ def train_model(name: str, table: ItemTable, train: pd.DataFrame, valid: pd.Data
         for start in range(0, len(order), settings.batch_size):
             part = [examples[i] for i in order[start:start + settings.batch_size]]
             batch = table.batch([p[0] for p in part], [p[1] for p in part], [p[2] for p in part])
-            logits = model(batch.history, batch.mask, batch.candidates)
-            labels = torch.zeros_like(logits)
-            labels[:, 0] = 1.0
-            loss = loss_fn(logits, labels)
+            logits = model(batch.history, batch.mask, batch.candidates, batch.history_rows,
+                           batch.candidate_rows)
+            value = ranking_loss(logits, loss)
             optimizer.zero_grad()
-            loss.backward()
+            value.backward()
             optimizer.step()
-            losses.append(loss.item())
+            losses.append(value.item())
         valid_scores = score_frame(model, table, valid)
         selection = metrics.selection_score(metrics.per_user_metrics(
             valid_scores, user_ids=valid[USER_ID].tolist()))
@@ -416,7 +520,9 @@ def train_model(name: str, table: ItemTable, train: pd.DataFrame, valid: pd.Data
         elif epoch - best[1] >= settings.patience:
             break
     model.load_state_dict(best[2])
-    record = {"model": name, "epochs_run": len(history), "best_epoch": best[1],
+    record = {"model": name, "loss": loss, "item_representation": settings.item_representation,
+              "train_negatives": settings.train_negatives,
+              "epochs_run": len(history), "best_epoch": best[1],
               "best_valid_selection": best[0], "train_examples": len(examples),
               "train_seconds": round(time.perf_counter() - began, 3), "history": history,
               "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}

@@ -209,9 +209,11 @@ class ClassicalConfig:
     # text: projected frozen text vectors (paper); id: a learned embedding per item id;
     # text+id: their sum.
     item_representation: str = field(default="text", metadata=_choices("text", "id", "text+id"))
-    # paper: each model's own loss (BCE for NCF/DIN/DIEN/NARM, cross-entropy over the sampled
-    # candidates for SASRec/CORE, BPR-max for GRU4Rec); bce: BCE for all.
-    loss: str = field(default="paper", metadata=_choices("paper", "bce"))
+    # paper: each model's own paper's loss (classical.PAPER_LOSSES: BCE for NCF/DIN/DIEN/SASRec,
+    # cross-entropy over the sampled candidates for NARM/CORE, TOP1-max for GRU4Rec); or one
+    # loss for all: bce (the kit's rule before 2026-11), cross-entropy, top1-max.
+    loss: str = field(default="paper",
+                      metadata=_choices("paper", "bce", "cross-entropy", "top1-max"))
     # Sampled negatives per training example (the last prefix keeps its frozen negatives first).
     train_negatives: int = field(default=1, metadata=_at_least(1))
     dim: int = field(default=64, metadata=_at_least(1))

@@ -256,7 +256,9 @@ def evaluate_classical(cfg: Config, name: str, *, progress: bool = True
                              "train_seconds": record["train_seconds"],
                              "epochs_run": record["epochs_run"],
                              "train_examples": record["train_examples"],
-                             "encoder": settings.encoder}))
+                             "encoder": settings.encoder, "loss": record["loss"],
+                             "item_representation": settings.item_representation,
+                             "train_negatives": settings.train_negatives}))
     return rows, kept
 
 

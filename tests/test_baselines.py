@@ -163,3 +163,38 @@ def test_item_embeddings_real_model_and_cache(tmp_path, movielens_dir, monkeypat
     assert len(list(cache.glob("*.npy"))) == 3
     np.testing.assert_allclose(fake, 0.5)  # (1,1,1,1) normalised
 
+
+
+def test_plain_bert_folder_is_mean_pooled_and_frozen(tmp_path):
+    """The paper profiles' encoder is a plain BERT (google-bert/bert-base-uncased, no
+    sentence-transformers head): loaded from a folder or hub id it must give the attention-mask
+    mean of its last hidden states, L2-normalised, the same on a second call (cached, frozen).
+    A tiny random BERT written here stands in for the hub model."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = ["action", "comedy", "drama", "space", "love", "war", "story", "title", ":", ";"]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=32)).eval()
+    folder = tmp_path / "tiny-bert"
+    bert.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    assert not list(folder.glob("*.bin"))  # safetensors only
+
+    texts = ["Title: space war", "Title: love story; drama", "comedy"]
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "text": texts})
+    ids, vectors = item_embeddings(items, str(folder), tmp_path / "cache")
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        states = bert(**encoded).last_hidden_state
+    mask = encoded["attention_mask"][..., None].float()
+    expected = ((states * mask).sum(1) / mask.sum(1)).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert ids == ["a", "b", "c"] and vectors.shape == (3, 16)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    again = item_embeddings(items, str(folder), tmp_path / "cache")[1]
+    assert np.array_equal(vectors, again)

@@ -133,3 +133,104 @@ def test_baselines_command_fills_table2(tmp_path, movielens_dir):
     stamp = (Path(cfg.work_dir) / "results" / "classical" / "ncf.json").stat().st_mtime_ns
     assert main([*args, "--models", "ncf"]) == 0
     assert (Path(cfg.work_dir) / "results" / "classical" / "ncf.json").stat().st_mtime_ns == stamp
+
+
+def test_each_paper_loss_on_hand_computed_scores():
+    logits = torch.tensor([[2.0, 0.0, 1.0]])
+    sig = torch.sigmoid
+    bce = -(torch.log(sig(torch.tensor(2.0))) + torch.log(1 - sig(torch.tensor(0.0)))
+            + torch.log(1 - sig(torch.tensor(1.0)))) / 3
+    ce = -torch.log(torch.exp(torch.tensor(2.0)) / torch.exp(logits).sum())
+    s = torch.softmax(torch.tensor([0.0, 1.0]), dim=0)  # TOP1-max weights over the negatives
+    top1_max = (s[0] * (sig(torch.tensor(-2.0)) + sig(torch.tensor(0.0)))
+                + s[1] * (sig(torch.tensor(-1.0)) + sig(torch.tensor(1.0))))
+    assert torch.isclose(classical.ranking_loss(logits, "bce"), bce)
+    assert torch.isclose(classical.ranking_loss(logits, "cross-entropy"), ce)
+    assert torch.isclose(classical.ranking_loss(logits, "top1-max"), top1_max)
+    # one negative: TOP1-max is the 2016 paper's TOP1, sigmoid(r_neg - r_pos) + sigmoid(r_neg^2)
+    one = torch.tensor([[0.5, 1.5]])
+    assert torch.isclose(classical.ranking_loss(one, "top1-max"),
+                         sig(torch.tensor(1.0)) + sig(torch.tensor(2.25)))
+
+
+def test_paper_losses_per_model_and_a_bad_name():
+    assert {n: classical.model_loss(n, "paper") for n in classical.MODELS} == {
+        "ncf": "bce", "din": "bce", "dien": "bce", "gru4rec": "top1-max",
+        "narm": "cross-entropy", "sasrec": "bce", "core": "cross-entropy"}
+    assert classical.model_loss("core", "bce") == "bce"
+    with pytest.raises(ValueError, match="classical.loss"):
+        classical.model_loss("ncf", "hinge")
+
+
+def test_recency_positions_put_the_most_recent_item_at_zero():
+    mask = torch.tensor([[True, True, True, False, False], [True] * 5])
+    assert classical.recency_positions(mask).tolist() == [[2, 1, 0, 0, 0], [4, 3, 2, 1, 0]]
+
+
+@pytest.mark.parametrize("name", ["sasrec", "core"])
+def test_position_embeddings_count_back_from_the_most_recent_item(name):
+    """Two users of different lengths: the most recent item of each gets position 0 (SASRec's
+    left padding keeps the most recent item at one fixed position; right padding with positions
+    from the start gave it position 2 for one user and 4 for the other)."""
+    model = classical.build_model(name, DIM, dim=16, dropout=0.0).eval()
+    seen = []
+    model.positions.register_forward_hook(lambda _m, args, _out: seen.append(args[0].clone()))
+    mask = torch.tensor([[True] * 3 + [False] * 2, [True] * 5])
+    with torch.no_grad():
+        model(torch.randn(2, 5, DIM), mask, torch.randn(2, 4, DIM))
+    positions = seen[0]
+    assert positions[0, 2].item() == 0 and positions[1, 4].item() == 0
+    assert positions[0, 0].item() == 2 and positions[1, 0].item() == 4
+
+
+def test_id_representation_reads_ids_not_text_and_text_plus_id_reads_both():
+    torch.manual_seed(0)
+    history, candidates = torch.randn(1, 4, DIM), torch.randn(1, 3, DIM)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    rows, cand_rows = torch.tensor([[0, 1, 2, 3]]), torch.tensor([[4, 5, 6]])
+    by_id = classical.build_model("gru4rec", DIM, dim=8, dropout=0.0, representation="id",
+                                  n_items=10).eval()
+    both = classical.build_model("gru4rec", DIM, dim=8, dropout=0.0, representation="text+id",
+                                 n_items=10).eval()
+    other_text = history + 5.0
+    with torch.no_grad():
+        base = by_id(history, mask, candidates, rows, cand_rows)
+        assert torch.equal(base, by_id(other_text, mask, candidates, rows, cand_rows))
+        assert not torch.equal(base, by_id(history, mask, candidates, rows + 4, cand_rows))
+        mixed = both(history, mask, candidates, rows, cand_rows)
+        assert not torch.equal(mixed, both(other_text, mask, candidates, rows, cand_rows))
+        assert not torch.equal(mixed, both(history, mask, candidates, rows + 4, cand_rows))
+    assert by_id.project is None and both.project is not None
+    with pytest.raises(ValueError, match="needs the number of items"):
+        classical.build_model("ncf", DIM, representation="id")
+    with pytest.raises(ValueError, match="needs the items' rows"):
+        by_id(history, mask, candidates)
+
+
+def test_id_representation_learns_on_the_toy_task():
+    table, frames = toy_task()
+    settings = ClassicalConfig(dim=32, dropout=0.0, learning_rate=3e-3, batch_size=64,
+                               max_epochs=8, patience=3, item_representation="text+id")
+    model, record = classical.train_model("sasrec", table, frames["train"], frames["valid"],
+                                          settings, seed=3, progress=False)
+    assert record["item_representation"] == "text+id" and model.item_ids is not None
+    recall5 = metrics.per_user_metrics(classical.score_frame(model, table, frames["test"]))[
+        "recall@5"].mean()
+    assert recall5 > 0.6
+
+
+def test_train_negatives_per_prefix_distinct_unseen_and_frozen_first():
+    table, frames = toy_task()
+    ids = list(table.index)
+    train = frames["train"].head(20)
+    examples = classical.training_examples(train, ids, seed=1, negatives_per_prefix=3)
+    by_user = train.set_index(USER_ID)
+    assert examples and all(len(candidates) == 4 for _, candidates, _ in examples)
+    for prefix, (positive, *negatives), user in examples:
+        row = by_user.loc[user]
+        sequence = {*row[HISTORY], row[TARGET]}
+        assert len(set(negatives)) == 3 and not set(negatives) & sequence
+        if positive == row[TARGET] and len(prefix) == len(row[HISTORY]):
+            assert negatives[0] == row[NEGATIVES][0]  # the LLM's example, its negative first
+    with pytest.raises(ValueError, match="train_negatives"):
+        classical.training_examples(train, ids, seed=1, negatives_per_prefix=0)

@@ -327,14 +327,16 @@ def _stored_per_user(path: Path) -> pd.DataFrame:
 
 
 def upsert_results(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    """Add this run's rows to the results table, replacing rows with the same key."""
-    key = ["system", "split", "epoch", "params_hash"]
-    if path.is_file():
+    """Add this run's rows to the results table; they replace every earlier row of the same
+    system under the same params (a rerun supersedes the whole earlier evaluation: a row of an
+    epoch the rerun no longer selects must not stay beside the new selected row)."""
+    if path.is_file() and not new.empty:
         old = pd.read_parquet(path)
-        merged = pd.concat([old, new], ignore_index=True)
-        merged["_epoch_key"] = merged["epoch"].fillna(-1.0)
-        merged = merged.drop_duplicates(subset=[*[k for k in key if k != "epoch"], "_epoch_key"],
-                                        keep="last").drop(columns="_epoch_key")
+        replaced = pd.MultiIndex.from_frame(new[["system", "params_hash"]].drop_duplicates())
+        keep = ~pd.MultiIndex.from_frame(old[["system", "params_hash"]]).isin(replaced)
+        merged = pd.concat([old[keep], new], ignore_index=True)
+    elif path.is_file():
+        merged = pd.read_parquet(path)
     else:
         merged = new
     write_parquet(merged.reset_index(drop=True), path)

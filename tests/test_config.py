@@ -21,8 +21,14 @@ KIT_PARAMS = sorted(p for p in (ROOT / "params").rglob("*.yaml")
 
 @pytest.mark.parametrize("params", KIT_PARAMS, ids=lambda p: p.name)
 def test_every_shipped_params_file_is_valid(params):
+    """Loads, and its global batch can be made on one process (a params file whose
+    batch_size x examples per row exceeds global_batch_size broke `make reproduce` and CI once
+    tree packing put two examples in a row)."""
+    from llmtrsr_utils.recommend import accumulation_steps
+
     cfg = load_config(params)
     assert isinstance(cfg, Config)
+    assert accumulation_steps(cfg, 1) >= 1
 
 
 def test_deepspeed_launcher_leaves_the_experiment_to_the_params():

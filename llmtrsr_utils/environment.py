@@ -70,3 +70,13 @@ def check_versions(versions: dict[str, str | None] | None = None) -> list[str]:
                       f"versions: pip install -e . (see pyproject.toml)", VersionDriftWarning,
                       stacklevel=2)
     return problems
+
+
+def process_state():
+    """accelerate's ``PartialState`` for this launch. ``cpu=True`` where there is no GPU:
+    accelerate otherwise treats torchrun's CPU processes as one undistributed run each, and
+    every process would do every process's work."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from llmtrsr_utils.artifacts import (
     check_writable,
@@ -263,11 +262,9 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
 
     Returns None on non-main processes of a multi-process launch.
     """
-    from accelerate import PartialState
+    from llmtrsr_utils.environment import process_state
 
-    # cpu=True where there is no GPU: accelerate otherwise treats torchrun's CPU processes as
-    # one undistributed process each, and every process would summarize every user.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = process_state()
     check_writable(summaries_path(cfg, split, paradigm).parent)  # before any model call
     users, domain = split_histories(cfg, split)
     began = time.perf_counter()

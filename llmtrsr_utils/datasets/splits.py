@@ -332,12 +332,9 @@ def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
     removed (found on the GPU machine: ``read_manifest`` returned None on rank 1).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch
-        from accelerate import PartialState
+        from llmtrsr_utils.environment import process_state
 
-        # cpu=True where there is no GPU, as in summarize.py: torchrun's CPU processes are one
-        # gloo group; accelerate would otherwise see each as an undistributed run of its own.
-        state = PartialState(cpu=not torch.cuda.is_available())
+        state = process_state()
         with state.main_process_first():
             return _prepare_dataset(cfg, force=force)
     return _prepare_dataset(cfg, force=force)

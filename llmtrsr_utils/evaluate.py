@@ -151,20 +151,16 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
         log.info("%s: one checkpoint, no selection; validation users not scored", system)
         best = (float("nan"), *checkpoints[0])
     else:
-        valid_users, valid_counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
-        for epoch, checkpoint in checkpoints:
-            model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
-            scores = score_llm(model, tokenizer, valid_users, yes_id, no_id, rec)
-            base = model.unload()  # take the adapter out again: the next epoch starts clean
-            row = _row(scfg, system, "valid", scores, epoch=epoch, selected=False,
-                       extra={"checkpoint": str(checkpoint), **_prefixed(valid_counts)},
-                       run_hash=cfg.fingerprint())
-            rows.append(row)
-            log.info("%s epoch %.2f: valid Recall@3+5+10 = %.4f", system, epoch,
+        rows, valid_scores, base = validation_rows(cfg, system, base, tokenizer,
+                                                   progress=progress)
+        for row in rows:
+            if row["checkpoint"] == UNTRAINED:  # a point of the learning curve, not a candidate
+                continue
+            log.info("%s epoch %.2f: valid Recall@3+5+10 = %.4f", system, row["epoch"],
                      row["selection_score"])
             if best is None or row["selection_score"] > best[0]:  # ties: the earlier epoch
-                best = (row["selection_score"], epoch, checkpoint)
-                kept["valid"] = scores
+                best = (row["selection_score"], row["epoch"], Path(row["checkpoint"]))
+                kept["valid"] = valid_scores[row["checkpoint"]]
     assert best is not None
     _, best_epoch, best_checkpoint = best
     for row in rows:
@@ -175,6 +171,107 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
                      extra={"checkpoint": str(best_checkpoint), **_prefixed(test_counts)},
                      run_hash=cfg.fingerprint()))
     return rows, kept
+
+
+UNTRAINED = "untrained"  # the checkpoint column of a learning curve's first point
+
+
+def validation_rows(cfg: Config, system: str, base, tokenizer, *, progress: bool = True
+                    ) -> tuple[list[dict[str, Any]], dict[str, UserScores], Any]:
+    """Validation rows of one system: the untrained model (epoch 0, the learning curve's first
+    point) and every saved checkpoint, each with ``train_examples`` (examples seen = epoch x
+    train_examples). Scores are cached beside each checkpoint (``valid_scores.parquet``; the
+    untrained model's in the adapter folder), so the learning curve (notebook 03) and checkpoint
+    selection (notebook 04) score each checkpoint once.
+
+    Args:
+        cfg: the run's config.
+        system: an LLM system of :data:`SYSTEMS`, trained (every checkpoint listed).
+        base: its recommender, without adapter; returned again, adapters unloaded.
+        tokenizer: the recommender's tokenizer.
+
+    Returns:
+        (rows, scores by checkpoint folder (or ``"untrained"``), base).
+    """
+    from peft import PeftModel
+
+    scfg = system_config(cfg, system)
+    rec = scfg.recommender
+    folder = adapter_dir(scfg, system)
+    users, counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
+    yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
+    extra = {**_prefixed(counts), "train_examples": training_record(cfg, system)["examples"]}
+    rows, scores = [], {}
+    for epoch, checkpoint in [(0.0, None), *list_checkpoints(folder)]:
+        name = str(checkpoint) if checkpoint else UNTRAINED
+        cache = (checkpoint or folder) / ("valid_scores.parquet" if checkpoint
+                                          else "untrained_valid_scores.parquet")
+        found = _cached_scores(cache, users)
+        if found is None:
+            model = (PeftModel.from_pretrained(base, str(checkpoint)) if checkpoint
+                     else base).eval()
+            found = score_llm(model, tokenizer, users, yes_id, no_id, rec)
+            base = model.unload() if checkpoint else base  # the next checkpoint starts clean
+            write_parquet(found.frame().assign(seconds=found.seconds), cache)
+        scores[name] = found
+        rows.append(_row(scfg, system, "valid", found, epoch=epoch, selected=False,
+                         extra={"checkpoint": name, **extra}, run_hash=cfg.fingerprint()))
+    return rows, scores, base
+
+
+def _cached_scores(path: Path, users: list[UserPrompts]) -> UserScores | None:
+    """Scores read back from ``path`` when it holds exactly these users and candidates."""
+    if not path.is_file():
+        return None
+    frame = pd.read_parquet(path)
+    same = (frame[USER_ID].tolist() == [u.user_id for u in users]
+            and [list(c) for c in frame["candidates"]] == [list(u.candidates) for u in users])
+    if not same:
+        log.info("%s: cached for other users or candidates; scoring again", path)
+        return None
+    return UserScores(frame[USER_ID].tolist(), [list(c) for c in frame["candidates"]],
+                      np.vstack(frame["scores"].map(np.asarray)), float(frame["seconds"].iloc[0]))
+
+
+def learning_curve(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS), *,
+                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validation Recall@k against training examples seen, for each trained LLM system, and
+    the levels to draw beside it (Random, Popularity and the zero-shot LLM on validation).
+
+    Needs more than one checkpoint (``recommender.checkpoints_per_epoch`` or ``epochs``).
+    Trains a system that is not trained yet. Writes ``<work_dir>/results/learning_curve.csv``.
+
+    Returns:
+        (curve: one row per system and checkpoint with ``examples_seen``; levels: one row per
+        baseline), both with every metric's mean and 95% CI.
+    """
+    out = check_writable(results_dir(cfg))
+    rows = []
+    for system in systems:
+        if not is_trained(cfg, system):
+            train_system(cfg, system, progress=progress)
+        rec = system_config(cfg, system).recommender
+        base, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
+                                         load_in_8bit=rec.load_in_8bit,
+                                         trust_remote_code=rec.trust_remote_code,
+                                         cache_dir=cfg.cache_dir)
+        rows += validation_rows(cfg, system, base, tokenizer, progress=progress)[0]
+    curve = pd.DataFrame(rows)
+    if curve["epoch"].nunique() < 3:
+        raise ValueError("a learning curve needs at least two checkpoints: set "
+                         "recommender.checkpoints_per_epoch or recommender.epochs above 1")
+    curve["examples_seen"] = (curve["epoch"] * curve["train_examples"]).round().astype(int)
+    levels = [evaluate_baseline(cfg, name, progress=progress)[0][0]
+              for name in ("random", "popularity")]
+    untrained = curve[(curve["system"] == "llmtrsr-hierarchical")
+                      & (curve["checkpoint"] == UNTRAINED)]
+    levels += [{**row, "system": "zero-shot"} for row in untrained.to_dict("records")]
+    levels = pd.DataFrame(levels)
+    columns = ["system", "epoch", "examples_seen", "checkpoint", "n_users",
+               *[c for c in curve.columns if c.split("_ci_")[0] in metrics.METRICS]]
+    curve = curve[columns]
+    curve.to_csv(out / "learning_curve.csv", index=False)
+    return curve, levels[[c for c in columns if c in levels.columns and c != "examples_seen"]]
 
 
 def _prefixed(counts: dict[str, int]) -> dict[str, int]:
@@ -297,17 +394,29 @@ def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
     if not write_tables:
         return frame
     write_table2(table[table["params_hash"] == cfg.fingerprint()], out)
-    if "tallrec" in test_per_user:
-        tests = [{"system": name, "versus": "tallrec", "metric": metric,
-                  **metrics.paired_bootstrap(per_user, test_per_user["tallrec"], metric,
-                                             seed=cfg.seed)}
-                 for name, per_user in test_per_user.items() if name != "tallrec"
-                 for metric in metrics.METRICS]
-        pd.DataFrame(tests).to_csv(out / "paired_tests.csv", index=False)
+    tests = paired_tests(test_per_user, seed=cfg.seed)
+    if not tests.empty:
+        tests.to_csv(out / "paired_tests.csv", index=False)
     write_json({"params": cfg.to_dict(), "systems": list(systems),
                 "baselines": list(baseline_names), "library_versions": library_versions(),
                 "git_commit": git_commit()}, out / "evaluate.json")
     return frame
+
+
+# What every other system is compared with (paired bootstrap over the same test users): the
+# paper's LLM baseline, the untrained recommender, and chance.
+REFERENCES = ("tallrec", "zero-shot", "random")
+
+
+def paired_tests(test_per_user: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """Paired bootstrap of every system against each of :data:`REFERENCES` it was evaluated
+    beside, per metric: columns system, versus, metric, diff, ci_low, ci_high, p_value."""
+    tests = [{"system": name, "versus": reference, "metric": metric,
+              **metrics.paired_bootstrap(per_user, test_per_user[reference], metric, seed=seed)}
+             for reference in REFERENCES if reference in test_per_user
+             for name, per_user in test_per_user.items() if name != reference
+             for metric in metrics.METRICS]
+    return pd.DataFrame(tests)
 
 
 def _previous_rows(previous: pd.DataFrame | None, name: str, run_hash: str, out: Path

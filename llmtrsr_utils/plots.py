@@ -97,6 +97,36 @@ def plot_training_curves(histories: dict[str, list[dict]], out_dir: Path,
     return save_figure(fig, out_dir, stem)
 
 
+def plot_learning_curve(curve: pd.DataFrame, levels: pd.DataFrame, out_dir: Path,
+                        metric: str = "recall@5", stem: str = "learning_curve") -> list[Path]:
+    """Validation ``metric`` against training examples seen, one line per LLM system with its
+    95% CI band, and the baselines' validation levels as horizontal lines.
+
+    Args:
+        curve: ``evaluate.learning_curve``'s first frame (system, examples_seen, metric and
+            its ``_ci_low``/``_ci_high``).
+        levels: its second frame (system, metric): Random, Popularity, Zero-shot LLM.
+    """
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for system, part in curve.groupby("system", sort=False):
+        part = part.sort_values("examples_seen")
+        line, = ax.plot(part["examples_seen"], part[metric], marker="o", label=_label(system))
+        ax.fill_between(part["examples_seen"], part[f"{metric}_ci_low"],
+                        part[f"{metric}_ci_high"], color=line.get_color(), alpha=0.12)
+    for (_, row), style in zip(levels.iterrows(), (":", "--", "-."), strict=False):
+        ax.axhline(row[metric], color="0.35", linestyle=style,
+                   label=f"{_label(row['system'])} ({row[metric]:.3f})")
+    n_users = int(curve["n_users"].iloc[0]) if "n_users" in curve else 0
+    ax.set(title=f"Learning curve: validation {_family(metric.split('@')[0])}@"
+                 f"{metric.split('@')[1]} ({n_users} users, 95% CI)",
+           xlabel="training examples seen", ylabel=metric)
+    ax.set_ylim(0, 1.0)
+    ax.legend(fontsize="small", loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, out_dir, stem)
+
+
 def plot_table2(table: pd.DataFrame, out_dir: Path, stem: str = "table2") -> list[Path]:
     """Table 2 as a figure: Recall@k and MRR@k per system with 95% bootstrap CIs as error bars.
 
@@ -225,7 +255,7 @@ def plot_prompt_growth(curve: pd.DataFrame, limit: int, out_dir: Path,
 
 
 def _family(family: str) -> str:
-    return "MRR" if family == "mrr" else "Recall"
+    return {"mrr": "MRR", "ndcg": "NDCG"}.get(family, "Recall")
 
 
 def _label(system: str) -> str:

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from llmtrsr_utils.artifacts import check_writable, git_commit, library_versions, write_json
-from llmtrsr_utils.config import Config, ConfigError
+from llmtrsr_utils.config import Config, ConfigError, RecommenderConfig
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import (
     NEGATIVES,
@@ -349,6 +349,18 @@ def accumulation_steps(cfg: Config, processes: int) -> int:
     return rec.global_batch_size // per_step
 
 
+def save_schedule(rec: RecommenderConfig) -> dict[str, Any]:
+    """When checkpoints are saved: every epoch, or ``checkpoints_per_epoch`` times per epoch.
+
+    transformers reads a ``save_steps`` below 1 as a share of all optimizer steps and saves at
+    each multiple of ceil(share x steps), and once more at the end of training: 2 epochs x 4
+    per epoch of 30 steps -> share 1/8 -> every ceil(7.5) = 8 steps: 8, 16, ..., 56, then 60.
+    """
+    if rec.checkpoints_per_epoch == 1:
+        return {"save_strategy": "epoch"}
+    return {"save_strategy": "steps", "save_steps": 1 / (rec.checkpoints_per_epoch * rec.epochs)}
+
+
 def sft_settings(cfg: Config, out_dir: Path, *, processes: int, dtype: torch.dtype,
                  device: str, progress: bool = True) -> dict[str, Any]:
     """SFTConfig keyword arguments for one system's training (a plain dict, to test and log)."""
@@ -364,7 +376,7 @@ def sft_settings(cfg: Config, out_dir: Path, *, processes: int, dtype: torch.dty
         warmup_steps=rec.warmup_ratio,
         max_grad_norm=rec.max_grad_norm,
         bf16=dtype == torch.bfloat16, fp16=False,
-        activation_checkpointing=rec.gradient_checkpointing, save_strategy="epoch",
+        activation_checkpointing=rec.gradient_checkpointing, **save_schedule(rec),
         save_total_limit=rec.save_total_limit, logging_steps=1, report_to="none",
         seed=cfg.seed, data_seed=cfg.seed, max_length=rec.max_length,
         completion_only_loss=rec.loss_on == "answer", disable_tqdm=not progress,

@@ -244,7 +244,9 @@ def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
     evaluate(cfg, ["llmtrsr-hierarchical", "tallrec"], ["random", "popularity"], progress=False)
     results = load_results(cfg)
     valid = results[(results["system"] == "tallrec") & (results["split"] == "valid")]
-    assert sorted(valid["epoch"]) == [1.0, 2.0] and valid["selected"].sum() == 1
+    # The untrained model (epoch 0, the learning curve's first point) is scored, never selected.
+    assert sorted(valid["epoch"]) == [0.0, 1.0, 2.0] and valid["selected"].sum() == 1
+    assert not valid[valid["checkpoint"] == "untrained"]["selected"].any()
     test = results[results["split"] == "test"]
     assert set(test["system"]) == {"llmtrsr-hierarchical", "tallrec", "random", "popularity"}
     for column in ("recall@3", "mrr@10_ci_low", "ndcg@5_ci_high", "params_hash", "git_commit",
@@ -262,6 +264,34 @@ def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
     evaluate(cfg, [], ["random"], progress=False)
     again = load_results(cfg)
     assert len(again[(again["system"] == "random")]) == 2
+
+
+def test_learning_curve_scores_each_checkpoint_once(tmp_path, movielens_dir, monkeypatch):
+    from llmtrsr_utils import evaluate as evaluation
+    from llmtrsr_utils import plots
+
+    # 6 users x 2 examples = 12 examples, 3 steps of 4; 2 checkpoints per epoch: a share of 1/2
+    # -> every ceil(1.5) = 2 steps, then the end: steps 2 and 3.
+    cfg = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.checkpoints_per_epoch=2")
+    record = train_system(cfg, "tallrec", progress=False)
+    assert [Path(p).name for p in record["checkpoints"]] == ["checkpoint-2", "checkpoint-3"]
+    calls = []
+    real = evaluation.score_llm
+    monkeypatch.setattr(evaluation, "score_llm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    curve, levels = evaluation.learning_curve(cfg, ["tallrec"], progress=False)
+    assert len(calls) == 3  # the untrained model and two checkpoints
+    assert curve["examples_seen"].tolist() == [0, 8, 12]
+    assert curve["checkpoint"].iloc[0] == "untrained" and (curve["n_users"] == 3).all()
+    assert set(levels["system"]) == {"random", "popularity"}
+    assert (tmp_path / "results" / "learning_curve.csv").is_file()
+    assert plots.plot_learning_curve(curve, levels, tmp_path / "figures")[0].is_file()
+    # Evaluation selects among the cached checkpoints: only the test users are scored again.
+    calls.clear()
+    evaluation.evaluate(cfg, ["tallrec"], [], progress=False)
+    assert len(calls) == 1
+    valid = evaluation.load_results(cfg).query("split == 'valid'").sort_values("epoch")
+    assert np.allclose(valid["recall@5"], curve["recall@5"])
+    assert valid["selected"].sum() == 1
 
 
 def test_global_batch_is_kept_for_any_process_count(tmp_path, movielens_dir):

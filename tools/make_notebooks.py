@@ -156,7 +156,10 @@ systems = ["llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"]''',
         new_code_cell(SETUP + '''
 import pandas as pd
 
+from IPython.display import display
+
 from llmtrsr_utils import plots
+from llmtrsr_utils.evaluate import learning_curve
 from llmtrsr_utils.recommend import example_prompts, train_system'''),
         new_markdown_cell("## Example prompts with their token counts"),
         new_code_cell('''examples = pd.concat([example_prompts(cfg, system) for system in systems])
@@ -168,6 +171,21 @@ pd.DataFrame(records).T[["examples", "global_step", "train_loss", "seconds_per_s
                          "train_seconds", "resumed_from"]]'''),
         new_code_cell('''histories = {s: r["log_history"] for s, r in records.items()}
 plots.plot_training_curves(histories, cfg.figures_path)'''),
+        new_markdown_cell(
+            "## Learning curve (validation users)\n\n"
+            "Every saved checkpoint (`recommender.checkpoints_per_epoch` per epoch) and the "
+            "untrained model are scored on the validation users; the lines are Recall@5 against "
+            "training examples seen, with the Random, Popularity and zero-shot LLM levels on the "
+            "same users. Notebook 04 reuses these scores to select the checkpoint it reports on "
+            "test. Writes `figures/learning_curve.png` and `results/learning_curve.csv`."),
+        new_code_cell('''if cfg.recommender.epochs * cfg.recommender.checkpoints_per_epoch > 1:
+    curve, levels = learning_curve(cfg, systems)
+    plots.plot_learning_curve(curve, levels, cfg.figures_path)
+    display(curve[["system", "epoch", "examples_seen", "recall@5", "recall@5_ci_low",
+                   "recall@5_ci_high", "mrr@5"]])
+    display(levels[["system", "recall@5", "recall@5_ci_low", "recall@5_ci_high"]])
+else:
+    print("one checkpoint per system: no learning curve (recommender.checkpoints_per_epoch)")'''),
     ],
     "04_evaluation": [
         new_markdown_cell(
@@ -207,7 +225,8 @@ table'''),
         new_markdown_cell("## Checkpoint selection on validation"),
         new_code_cell('''valid = results[results["split"] == "valid"]
 valid[["system", "epoch", "selection_score", "selected", "recall@5", "mrr@5"]]'''),
-        new_markdown_cell("## Paired bootstrap tests against TALLRec (test users)"),
+        new_markdown_cell("## Paired bootstrap tests against TALLRec, the zero-shot LLM and Random "
+                          "(test users)"),
         new_code_cell('''paired = results_dir(cfg) / "paired_tests.csv"
 pd.read_csv(paired).query("metric in ['recall@5', 'mrr@5']") if paired.is_file() else None'''),
         new_markdown_cell("## Scoring speed and prompt shortening"),

@@ -161,8 +161,10 @@ class RecommenderConfig(ModelSettings):
     # A too-long prompt first cuts the summary to this many tokens, then drops oldest items.
     min_summary_tokens: int = field(default=32, metadata=_at_least(1))
     # attention: every linear layer inside the attention blocks (the kit); authors: q/k/v/o_proj
-    # for Llama-like models and query_key_value only for GPT-NeoX (Pythia), as their train.py.
-    lora_targets: str = field(default="attention", metadata=_choices("attention", "authors"))
+    # for Llama-like models and query_key_value only for GPT-NeoX (Pythia), as their train.py;
+    # all-linear: every linear layer of the decoder blocks, MLP included (QLoRA's choice).
+    lora_targets: str = field(default="attention",
+                              metadata=_choices("attention", "authors", "all-linear"))
     lora_r: int = field(default=8, metadata=_at_least(1))
     lora_alpha: int = field(default=16, metadata=_at_least(1))
     lora_dropout: float = field(default=0.05, metadata=_at_least(0.0))

@@ -278,7 +278,17 @@ AUTHORS_LORA_TARGETS = {"gpt_neox": ["query_key_value"],
 def lora_targets(model, rule: str = "attention") -> list[str]:
     """LoRA target module names: ``attention`` finds every linear layer inside the attention
     blocks; ``authors`` uses the authors' lists by architecture, falling back to ``attention``
-    for an architecture they did not train."""
+    for an architecture they did not train; ``all-linear`` every linear layer of the decoder
+    blocks (attention and MLP; the output head excluded), as QLoRA."""
+    if rule == "all-linear":
+        head = model.get_output_embeddings()
+        names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                 if (isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D")
+                 and module is not head}
+        if not names:
+            raise ValueError(f"no linear layer found in {type(model).__name__}; cannot place "
+                             f"LoRA adapters")
+        return sorted(names)
     if rule == "authors":
         model_type = getattr(model.config, "model_type", "")
         if model_type in AUTHORS_LORA_TARGETS:

@@ -144,6 +144,11 @@ def test_lora_targets_found_from_modules():
 
     assert lora_targets(neox, "authors") == ["query_key_value"]
     assert lora_targets(model, "authors") == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    # all-linear adds the MLP's projections, never the output head.
+    assert lora_targets(model, "all-linear") == ["down_proj", "gate_proj", "k_proj", "o_proj",
+                                                 "q_proj", "up_proj", "v_proj"]
+    assert lora_targets(neox, "all-linear") == ["dense", "dense_4h_to_h", "dense_h_to_4h",
+                                                "query_key_value"]
 
 
 def test_fast_scorer_equals_reference_on_tiny_llama():

@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -332,9 +333,29 @@ def resolve_cache_dir(cache_dir: str | None = None) -> Path:
 
 # -- loading and validation ---------------------------------------------------------------
 
+# A comma starts a new override only where a key= follows it: "a=1, b.c=[0, 3]" is two.
+_OVERRIDE_SPLIT = re.compile(r"\s*\n\s*|\s*,\s*(?=[A-Za-z_][\w.]*\s*=)")
+
+
+def override_list(overrides: str | Iterable[str] | None) -> list[str]:
+    """Overrides as a list of ``key=value`` strings, from a list or from one string.
+
+    papermill's ``-p overrides "work_dir=work/x"`` passes a string, not a list; a string holds
+    one override or several separated by newlines or by commas (a comma inside a value, as in
+    ``ablations.item_nums=[0, 3]``, is kept: only a comma followed by ``key=`` separates).
+    """
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [part for part in _OVERRIDE_SPLIT.split(overrides.strip()) if part]
+    return [str(item) for item in overrides]
+
+
 def load_config(path: str | os.PathLike | None = None,
-                overrides: Iterable[str] = ()) -> Config:
-    """Read a params YAML (defaults when ``path`` is None) and apply ``key=value`` overrides."""
+                overrides: str | Iterable[str] = ()) -> Config:
+    """Read a params YAML (defaults when ``path`` is None) and apply ``key=value`` overrides
+    (a list, or one string: see :func:`override_list`)."""
+    overrides = override_list(overrides)
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:

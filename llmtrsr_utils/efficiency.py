@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from llmtrsr_utils.artifacts import git_commit, library_versions, write_parquet
-from llmtrsr_utils.config import Config, load_config
+from llmtrsr_utils.config import Config, load_config, override_list
 
 log = logging.getLogger("llmtrsr")
 
@@ -116,7 +116,7 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
     return row
 
 
-def measure(cfg: Config, params_file: str | Path, overrides: Sequence[str] = (),
+def measure(cfg: Config, params_file: str | Path, overrides: str | Sequence[str] = (),
             systems: Sequence[str] = SYSTEMS_COMPARED, *, n_users: int = 2,
             sft_steps: int = 3) -> pd.DataFrame:
     """Measure each system in a fresh subprocess; write and return the efficiency table."""
@@ -125,7 +125,7 @@ def measure(cfg: Config, params_file: str | Path, overrides: Sequence[str] = (),
         command = [sys.executable, "-m", "llmtrsr_utils.efficiency", "--params",
                    str(params_file), "--system", system, "--users", str(n_users),
                    "--steps", str(sft_steps)]
-        for override in overrides:
+        for override in override_list(overrides):
             command += ["--set", override]
         log.info("measuring %s", system)
         done = subprocess.run(command, capture_output=True, text=True)

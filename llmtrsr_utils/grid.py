@@ -37,6 +37,7 @@ from llmtrsr_utils.config import (
     apply_override,
     config_from_dict,
     load_config,
+    override_list,
     project_root,
 )
 
@@ -223,7 +224,8 @@ def append_row(path: Path, row: dict[str, Any]) -> pd.DataFrame:
     return table
 
 
-def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence[str] = (), *,
+def run_grid(grid_file: str | Path, params_file: str | Path,
+             overrides: str | Sequence[str] = (), *,
              axes: Mapping[str, Sequence[Any]] | None = None, runs_dir: str | Path | None = None,
              kernel_name: str = "python3", executor: str = "papermill") -> GridReport:
     """Run every point not yet in the grid's results table; never stop at a failed point.
@@ -235,6 +237,7 @@ def run_grid(grid_file: str | Path, params_file: str | Path, overrides: Sequence
     if executor not in ("papermill", "inprocess"):
         raise ValueError(f"executor must be 'papermill' or 'inprocess', got {executor!r}")
 
+    overrides = override_list(overrides)  # papermill passes a string as typed after -p
     params_path = Path(params_file).resolve()
     base = load_config(params_path, overrides)
     grid = load_grid(grid_file, axes)

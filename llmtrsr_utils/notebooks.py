@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from llmtrsr_utils.config import load_config, project_root
+from llmtrsr_utils.config import load_config, override_list, project_root
 
 log = logging.getLogger("llmtrsr")
 
@@ -18,7 +18,7 @@ def series(root: Path | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def run_series(params_file: str | os.PathLike, overrides: Sequence[str] = (),
+def run_series(params_file: str | os.PathLike, overrides: str | Sequence[str] = (),
                only: Sequence[str] = (), output_dir: str | os.PathLike | None = None) -> list[Path]:
     """Execute each notebook with the params injected into its `parameters` cell.
 
@@ -44,7 +44,7 @@ def run_series(params_file: str | os.PathLike, overrides: Sequence[str] = (),
         log.info("running %s -> %s", notebook.name, target)
         pm.execute_notebook(str(notebook), str(target), cwd=str(Path.cwd()),
                             parameters={"params_file": str(params_path),
-                                        "overrides": list(overrides)},
+                                        "overrides": override_list(overrides)},
                             kernel_name="python3", progress_bar=False, log_output=False)
         executed.append(target)
     return executed

@@ -158,3 +158,29 @@ def test_fingerprint_follows_values():
     a, b = load_config(None), load_config(None, ["seed=43"])
     assert a.fingerprint() != b.fingerprint()
     assert a.fingerprint("data") == b.fingerprint("data")
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("work_dir=work/x", ["work_dir=work/x"]),
+    ("work_dir=work/x,data.n_test_users=8", ["work_dir=work/x", "data.n_test_users=8"]),
+    ("work_dir=work/x, data.n_test_users=8\n", ["work_dir=work/x", "data.n_test_users=8"]),
+    ("work_dir=work/x\ndata.n_test_users=8", ["work_dir=work/x", "data.n_test_users=8"]),
+    # A comma inside a value stays: only a comma followed by key= separates overrides.
+    ("ablations.item_nums=[0, 3],seed=1", ["ablations.item_nums=[0, 3]", "seed=1"]),
+    ("", []),
+    (["work_dir=work/x", "seed=1"], ["work_dir=work/x", "seed=1"]),
+    (None, []),
+])
+def test_overrides_as_papermill_passes_them(given, expected):
+    """papermill's `-p overrides "k=v"` passes a string; it must not be read character by
+    character (it was: ConfigError: --set 'w': expected key=value)."""
+    from llmtrsr_utils.config import override_list
+
+    assert override_list(given) == expected
+
+
+def test_a_string_of_overrides_loads():
+    cfg = load_config(ROOT / "params" / "smoke.yaml",
+                      "work_dir=work/x, data.n_test_users=5, ablations.item_nums=[0, 1]")
+    assert (cfg.work_dir, cfg.data.n_test_users, cfg.ablations.item_nums) == (
+        "work/x", 5, [0, 1])

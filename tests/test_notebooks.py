@@ -116,6 +116,21 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
         "figure11_summarizer_size.png", "efficiency.png", "efficiency_prompt_growth.png"}
 
 
+@pytest.mark.parametrize("form", ["-p", "-y"])
+def test_papermill_command_line_as_a_user_types_it(tmp_path, movielens_dir, form):
+    """`papermill nb out -p overrides "k=v,k2=v2"` passes one string (it used to be read
+    character by character: "--set 'w': expected key=value"); `-y` passes a YAML list."""
+    overrides = smoke_overrides(tmp_path, movielens_dir)
+    args = (["-p", "overrides", ",".join(overrides)] if form == "-p"
+            else ["-y", json.dumps({"overrides": overrides})])
+    done = subprocess.run(
+        [sys.executable, "-m", "papermill", str(NOTEBOOKS[0]), str(tmp_path / "out.ipynb"),
+         "-p", "params_file", "params/smoke.yaml", *args, "--cwd", str(ROOT)],
+        capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "data" / "manifest.json").is_file()  # work_dir came from the string
+
+
 @pytest.mark.parametrize("path", [*NOTEBOOKS, GRID_POINT], ids=lambda p: p.name)
 def test_papermill_reads_every_parameter(path):
     """papermill must parse each line of the parameters cell (a comment it cannot parse makes

@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PARAMETERS = '''# Parameters: papermill injects its values in a cell after this one.
 params_file = "params/default.yaml"
-# key=value strings applied on top of the params file, e.g. data.n_test_users=8
+# key=value strings applied on top of the params file: a list, or one string holding several
+# separated by commas or newlines. From a shell, either form:
+#   papermill NB.ipynb out.ipynb -p params_file params/smoke.yaml -p overrides "work_dir=work/x"
+#   papermill NB.ipynb out.ipynb -y '{"overrides": ["work_dir=work/x", "data.n_test_users=8"]}'
 overrides = []'''
 
 SETUP = '''from llmtrsr_utils.config import load_config, use_project_root

@@ -61,10 +61,12 @@ class DataConfig:
     """Which dataset, how users are filtered and split, how negatives are drawn."""
 
     name: str = field(default="movielens",
-                      metadata=_choices("movielens", "mind", "amazon-m2", "generic"))
+                      metadata=_choices("movielens", "mind", "amazon-m2", "generic",
+                                        "recbole"))
     # Folder with the raw files; None: $LLMTRSR_DATA_DIR/<dataset folder>, else download.
     dir: str | None = None
-    # MIND: "small" or "large"; MovieLens: "latest-small". Ignored by the other loaders.
+    # MIND: "small" or "large"; MovieLens: "latest-small"; recbole: the dataset's name, the
+    # stem of its atomic files (ml-1m for ml-1m.inter, ml-1m.item). Ignored by the others.
     variant: str | None = None
     download: bool = True
     # MIND's licence must be accepted explicitly before the kit downloads it.
@@ -99,7 +101,8 @@ class DataConfig:
     # order, history = that row's History (the kit before 2026-11).
     mind_target: str = field(default="history_last",
                              metadata=_choices("history_last", "latest_impression_click"))
-    # Item attributes rendered into text, in order; None: the dataset's default list.
+    # Item attributes rendered into text, in order; None: the dataset's default list (recbole:
+    # every token/token_seq field of the .item file).
     attributes: list[str] | None = None
     include_item_id: bool = False
     # A history item missing from the catalogue: drop it, drop its user (both counted in the

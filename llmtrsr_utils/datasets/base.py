@@ -179,3 +179,32 @@ def check_unique_items(items: pd.DataFrame, path: Path | str, attributes: Sequen
                                   f"identical text)", f"a second, different row for it (first at "
                                   f"line {positions[0] + 1 + (1 if header else 0)})")
     return items.drop_duplicates(subset=[ITEM_ID], keep="first").reset_index(drop=True)
+
+
+def require_non_empty(frame: pd.DataFrame, column: str, path: Path | str,
+                      line_column: str = "_line") -> None:
+    """Refuse an empty value in ``column``, naming the record's line (``line_column``)."""
+    empty = frame.index[frame[column].str.strip() == ""]
+    if len(empty):
+        raise DataFormatError(path, int(frame[line_column].iloc[empty[0]]),
+                              f"a non-empty value in column '{column}'", "''")
+
+
+def sequences_by_time(interactions: pd.DataFrame, line_column: str = "_line"
+                      ) -> tuple[pd.DataFrame, pd.Series]:
+    """Each user's interactions ordered by ``timestamp`` (ties: the file's order, from
+    ``line_column``) make a sequence: the last item is the target, the rest the history.
+
+    Returns:
+        (sequences of users with at least 2 interactions, sorted by user; each user's ordered
+        item list, every user).
+    """
+    ordered = interactions.sort_values([USER_ID, "timestamp", line_column], kind="stable")
+    per_user = ordered.groupby(USER_ID, sort=True)[ITEM_ID].agg(list)
+    long_enough = per_user[per_user.map(len) >= 2]
+    sequences = pd.DataFrame({
+        USER_ID: long_enough.index.to_list(),
+        HISTORY: [ids[:-1] for ids in long_enough],
+        TARGET: [ids[-1] for ids in long_enough],
+    }, columns=[USER_ID, HISTORY, TARGET])
+    return sequences.sort_values(USER_ID, kind="stable").reset_index(drop=True), per_user

@@ -14,19 +14,17 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import pandas as pd
-
 from llmtrsr_utils.config import DataConfig
 from llmtrsr_utils.datasets.base import (
-    HISTORY,
     ITEM_ID,
-    TARGET,
     USER_ID,
     DataFormatError,
     RawDataset,
     check_unique_items,
     numeric_column,
     read_records,
+    require_non_empty,
+    sequences_by_time,
     sha256_file,
 )
 
@@ -85,7 +83,7 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
     attributes = attributes_from_header(raw_dir)
 
     items_raw = read_records(items_path, [ITEM_ID, *attributes], line_column=_LINE)
-    _require_non_empty(items_raw, ITEM_ID, items_path)
+    require_non_empty(items_raw, ITEM_ID, items_path)
     items = items_raw[[ITEM_ID, *attributes]].copy()
     # check_unique_items reports index + 2 as the line; quoted text may span lines, so index
     # the rows by their first physical line for the report to name the right one.
@@ -95,18 +93,9 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
     interactions = read_records(interactions_path, INTERACTION_COLUMNS, line_column=_LINE)
     interactions["timestamp"] = numeric_column(interactions, "timestamp", interactions_path,
                                                header=True)
-    _require_non_empty(interactions, USER_ID, interactions_path)
-    _require_non_empty(interactions, ITEM_ID, interactions_path)
-    # The line breaks timestamp ties, keeping the file's order.
-    ordered = interactions.sort_values([USER_ID, "timestamp", _LINE], kind="stable")
-    per_user = ordered.groupby(USER_ID, sort=True)[ITEM_ID].agg(list)
-    long_enough = per_user[per_user.map(len) >= 2]
-    sequences = pd.DataFrame({
-        USER_ID: long_enough.index.to_list(),
-        HISTORY: [ids[:-1] for ids in long_enough],
-        TARGET: [ids[-1] for ids in long_enough],
-    }, columns=[USER_ID, HISTORY, TARGET])
-    sequences = sequences.sort_values(USER_ID, kind="stable").reset_index(drop=True)
+    require_non_empty(interactions, USER_ID, interactions_path)
+    require_non_empty(interactions, ITEM_ID, interactions_path)
+    sequences, per_user = sequences_by_time(interactions, _LINE)
 
     return RawDataset(
         name=cfg.name, domain=DOMAIN, items=items, sequences=sequences,
@@ -117,14 +106,8 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
             "items_duplicate_rows": len(items_raw) - len(items),
             "interactions_read": len(interactions),
             "users_read": len(per_user),
-            "users_with_one_interaction": len(per_user) - len(long_enough),
+            "users_with_one_interaction": len(per_user) - len(sequences),
             "sequences": len(sequences),
         },
     )
 
-
-def _require_non_empty(frame: pd.DataFrame, column: str, path: Path) -> None:
-    empty = frame.index[frame[column].str.strip() == ""]
-    if len(empty):
-        raise DataFormatError(path, int(frame[_LINE].iloc[empty[0]]),
-                              f"a non-empty value in column '{column}'", "''")

@@ -79,7 +79,7 @@ class DataNotFoundError(FileNotFoundError):
 
 def loader_module(name: str) -> ModuleType:
     modules = {"movielens": "movielens", "mind": "mind", "amazon-m2": "amazon_m2",
-               "generic": "generic"}
+               "generic": "generic", "recbole": "recbole"}
     return importlib.import_module(f"llmtrsr_utils.datasets.{modules[name]}")
 
 
@@ -91,7 +91,9 @@ def locate_raw_dir(data: DataConfig, cache_dir: Path) -> Path:
     """Find the raw files: ``data.dir``, then ``$LLMTRSR_DATA_DIR``, then the download cache,
     then download (when ``data.download`` allows)."""
     module = loader_module(data.name)
-    required: tuple[str, ...] = tuple(module.REQUIRED_FILES)
+    required: tuple[str, ...] = tuple(module.required_files(data)  # named by data.variant
+                                      if hasattr(module, "required_files")
+                                      else module.REQUIRED_FILES)
     looked: list[str] = []
     roots: list[Path] = []
     if data.dir:

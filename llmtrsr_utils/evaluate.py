@@ -486,6 +486,36 @@ def write_table2(results: pd.DataFrame, out: Path) -> None:
     (out / "table2.md").write_text(table.to_markdown() + "\n", encoding="utf-8")
 
 
+# The results table's columns a reader of a committed results.csv needs (every metric with its
+# CI, and what made the row).
+REPORT_COLUMNS = ["system", "split", "epoch", "selected", "checkpoint", "train_examples",
+                  "n_users", "selection_score", "tied_positive_share", "candidates_per_second",
+                  "scoring_seconds", "params_hash", "git_commit", "kit_version"]
+
+
+def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
+    """This params' results, where figures go (``figures_dir``, or ``out_dir``): Table 2
+    (``table2.md``), the results table (``results.csv``: every split, epoch and checkpoint),
+    the paired tests and the learning curve when the run made them. Returns the files."""
+    out_dir = Path(out_dir) if out_dir else cfg.figures_path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = load_results(cfg)
+    results = results[results["params_hash"] == cfg.fingerprint()]
+    table = table2(results)
+    written = [out_dir / "table2.md", out_dir / "results.csv"]
+    written[0].write_text(table.to_markdown() + "\n", encoding="utf-8")
+    metric_columns = [c for c in results.columns
+                      if c.split("_ci_")[0].removesuffix("_pessimistic") in metrics.METRICS]
+    columns = [c for c in REPORT_COLUMNS if c in results.columns]
+    results[columns[:7] + metric_columns + columns[7:]].to_csv(written[1], index=False)
+    for name in ("paired_tests.csv", "learning_curve.csv"):
+        source = results_dir(cfg) / name
+        if source.is_file():
+            written.append(out_dir / name)
+            written[-1].write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    return written
+
+
 def load_results(cfg: Config) -> pd.DataFrame:
     path = results_dir(cfg) / "metrics.parquet"
     if not path.is_file():

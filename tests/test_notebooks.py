@@ -82,6 +82,10 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
         assert label in table2, label
     results = pd.read_parquet(tmp_path / "results" / "metrics.parquet")
     assert set(results["split"]) == {"valid", "test"}
+    report = pd.read_csv(figures / "results.csv")  # the results table beside the figures
+    assert len(report) == len(results) and report["recall@5_ci_low"].notna().all()
+    paired = pd.read_csv(figures / "paired_tests.csv")
+    assert set(paired["versus"]) == {"tallrec", "zero-shot", "random"}
 
     # 05: the reduced grid of params/smoke.yaml (item_num 0 and 3, both paradigms); the points
     # equal to the main run reused its adapters instead of training again.

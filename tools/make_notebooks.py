@@ -202,8 +202,9 @@ else:
             "the same training users with early stopping on validation. A positive tied with "
             "negatives counts at its expected rank under random tie-breaking (the share of tied "
             "positives and Recall@5 with every tie lost are shown beside it). Intervals are 95% "
-            "bootstrap intervals over users. Writes "
-            "`figures/table2.png` and `figures/table2.md`."),
+            "bootstrap intervals over users. Writes `figures/table2.png`, `figures/table2.md` "
+            "and `figures/results.csv` (every row of this run's results table), with the "
+            "paired tests and the learning curve when there are some."),
         new_code_cell(PARAMETERS + '''
 systems = ["llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"]
 baselines = ["random", "popularity", "embedding", "zero-shot",
@@ -214,16 +215,14 @@ import pandas as pd
 
 from llmtrsr_utils import plots
 from llmtrsr_utils.evaluate import (evaluate, load_results, results_dir, selected_test_rows,
-                                    table2)
+                                    table2, write_report)
 
 evaluate(cfg, systems, baselines, reuse=True)  # scores only what is not evaluated yet
 results = load_results(cfg)
 results = results[results["params_hash"] == cfg.fingerprint()]'''),
         new_markdown_cell("## Table 2 (test users, mean and 95% CI)"),
-        new_code_cell('''table = table2(results)
-(cfg.figures_path / "table2.md").parent.mkdir(parents=True, exist_ok=True)
-(cfg.figures_path / "table2.md").write_text(table.to_markdown() + "\\n")
-table'''),
+        new_code_cell('''write_report(cfg)  # table2.md, results.csv, paired tests, learning curve
+table2(results)'''),
         new_code_cell('''plots.plot_table2(selected_test_rows(results), cfg.figures_path)'''),
         new_markdown_cell("## Checkpoint selection on validation"),
         new_code_cell('''valid = results[results["split"] == "valid"]

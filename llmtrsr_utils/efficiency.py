@@ -151,7 +151,8 @@ def prompt_growth(cfg: Config, lengths: Sequence[int] = (1, 5, 10, 20, 40, 80, 1
     Written to ``<work_dir>/efficiency/prompt_growth.parquet`` for `llmtrsr figures`."""
     from llmtrsr_utils.datasets.splits import load_items, prepare_dataset, read_manifest
     from llmtrsr_utils.models import load_tokenizer
-    from llmtrsr_utils.recommend import RecommendationPrompts, summaries_for, system_config
+    from llmtrsr_utils.recommend import RecommendationPrompts, system_config
+    from llmtrsr_utils.summarize import summaries_for
 
     data_dir = prepare_dataset(cfg)
     domain = read_manifest(data_dir)["domain"]

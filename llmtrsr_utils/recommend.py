@@ -48,6 +48,7 @@ from llmtrsr_utils.models import (
 from llmtrsr_utils.packing import TreeCollator, build_tree, loss_items
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
 from llmtrsr_utils.segmentation import ELLIPSIS, PromptTooLongError
+from llmtrsr_utils.summarize import ensure_summaries
 
 log = logging.getLogger("llmtrsr")
 
@@ -227,7 +228,7 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
     summaries: dict[str, str] = {}
     cut: dict[str, bool] = {}
     if cfg.recommender.summary != "none":
-        table = summaries_table(cfg, split, cfg.recommender.summary, progress=progress)
+        table = ensure_summaries(cfg, split, cfg.recommender.summary, progress=progress)
         summaries = dict(zip(table[USER_ID], table["final_summary"], strict=True))
         cut = dict(zip(table[USER_ID], table["final_summary_cut"], strict=True))
     builder = RecommendationPrompts(cfg, tokenizer, domain)
@@ -248,24 +249,6 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
                     counts["summaries_cut_at_max_new_tokens"], len(users),
                     cfg.summarizer.max_new_tokens)
     return users, counts
-
-
-def summaries_table(cfg: Config, split: str, paradigm: str, *, progress: bool = True
-                    ) -> pd.DataFrame:
-    """A split's summaries (user, final summary, whether it was cut, ...), summarizing first
-    what is not there yet."""
-    from llmtrsr_utils.summarize import load_summaries, summaries_current, summarize_split
-
-    if not summaries_current(cfg, split, paradigm):
-        summarize_split(cfg, split, paradigm, progress=progress)
-    return load_summaries(cfg, split, paradigm)
-
-
-def summaries_for(cfg: Config, split: str, paradigm: str, *, progress: bool = True
-                  ) -> dict[str, str]:
-    """Final summaries of a split by user, summarizing first what is not there yet."""
-    frame = summaries_table(cfg, split, paradigm, progress=progress)
-    return dict(zip(frame[USER_ID], frame["final_summary"], strict=True))
 
 
 # -- training --------------------------------------------------------------------------------------

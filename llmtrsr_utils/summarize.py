@@ -368,9 +368,23 @@ def summary_lengths(frames: dict[str, pd.DataFrame], tokenizer) -> pd.DataFrame:
 
 
 def read_record(cfg: Config, split: str, paradigm: str) -> dict[str, Any]:
-    import json
-
     return json.loads(summaries_path(cfg, split, paradigm).with_suffix(".json").read_text())
+
+
+def ensure_summaries(cfg: Config, split: str, paradigm: str, *, progress: bool = True
+                     ) -> pd.DataFrame:
+    """A split's summaries (user, final summary, whether it was cut, ...), summarizing first
+    what is not there yet (every later stage asks for summaries through this)."""
+    if not summaries_current(cfg, split, paradigm):
+        summarize_split(cfg, split, paradigm, progress=progress)
+    return load_summaries(cfg, split, paradigm)
+
+
+def summaries_for(cfg: Config, split: str, paradigm: str, *, progress: bool = True
+                  ) -> dict[str, str]:
+    """Final summaries of a split by user, summarizing first what is not there yet."""
+    frame = ensure_summaries(cfg, split, paradigm, progress=progress)
+    return dict(zip(frame[USER_ID], frame["final_summary"], strict=True))
 
 
 def summaries_by_model(cfg: Config, models: list[str], split: str, n_users: int = 2,
@@ -378,8 +392,6 @@ def summaries_by_model(cfg: Config, models: list[str], split: str, n_users: int 
     """The first users' final summaries from each summarizer, one column per model (notebook
     07); summarizes what is missing."""
     import dataclasses
-
-    from llmtrsr_utils.recommend import summaries_for
 
     columns = {}
     for model in models:

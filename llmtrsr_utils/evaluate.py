@@ -481,6 +481,7 @@ def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table2(results: pd.DataFrame, out: Path) -> None:
+    """Table 2 as ``table2.md`` and ``table2.csv`` in ``out`` (the one Table 2 writer)."""
     table = table2(results)
     table.to_csv(out / "table2.csv")
     (out / "table2.md").write_text(table.to_markdown() + "\n", encoding="utf-8")
@@ -495,15 +496,14 @@ REPORT_COLUMNS = ["system", "split", "epoch", "selected", "checkpoint", "train_e
 
 def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     """This params' results, where figures go (``figures_dir``, or ``out_dir``): Table 2
-    (``table2.md``), the results table (``results.csv``: every split, epoch and checkpoint),
-    the paired tests and the learning curve when the run made them. Returns the files."""
+    (``table2.md``, ``table2.csv``), the results table (``results.csv``: every split, epoch
+    and checkpoint), the paired tests and the learning curve when the run made them. Returns
+    the files written."""
     out_dir = Path(out_dir) if out_dir else cfg.figures_path
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = load_results(cfg)
-    results = results[results["params_hash"] == cfg.fingerprint()]
-    table = table2(results)
+    results = load_results(cfg, current=True)
+    write_table2(results, out_dir)
     written = [out_dir / "table2.md", out_dir / "results.csv"]
-    written[0].write_text(table.to_markdown() + "\n", encoding="utf-8")
     metric_columns = [c for c in results.columns
                       if c.split("_ci_")[0].removesuffix("_pessimistic") in metrics.METRICS]
     columns = [c for c in REPORT_COLUMNS if c in results.columns]
@@ -516,11 +516,14 @@ def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     return written
 
 
-def load_results(cfg: Config) -> pd.DataFrame:
+def load_results(cfg: Config, current: bool = False) -> pd.DataFrame:
+    """The results table of ``cfg``'s work dir; with ``current``, only the rows these params
+    made (a work dir keeps the rows of earlier params beside them)."""
     path = results_dir(cfg) / "metrics.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results yet; run `llmtrsr evaluate`")
-    return pd.read_parquet(path)
+    results = pd.read_parquet(path)
+    return results[results["params_hash"] == cfg.fingerprint()] if current else results
 
 
 def point_result(cfg: Config, system: str) -> dict[str, Any]:

@@ -279,19 +279,17 @@ def redraw(cfg, grid_files: list[Path] | None = None) -> tuple[list[Path], list[
     Returns (figures written, sources not found)."""
     from llmtrsr_utils import efficiency, grid
     from llmtrsr_utils.config import project_root
-    from llmtrsr_utils.evaluate import load_results, selected_test_rows, table2
+    from llmtrsr_utils.evaluate import load_results, selected_test_rows, write_report
 
     written: list[Path] = []
     missing: list[str] = []
     out = cfg.figures_path
     try:
-        results = load_results(cfg)
-        results = results[results["params_hash"] == cfg.fingerprint()]
+        results = load_results(cfg, current=True)
         if results.empty:
             raise FileNotFoundError("no rows with these params")
         written += plot_table2(selected_test_rows(results), out)
-        (out / "table2.md").write_text(table2(results).to_markdown() + "\n", encoding="utf-8")
-        written.append(out / "table2.md")
+        written += write_report(cfg)  # table2.md and the tables beside the figures
     except FileNotFoundError as err:
         missing.append(f"Table 2: {err}")
     files = grid_files if grid_files is not None else sorted(

@@ -218,8 +218,7 @@ from llmtrsr_utils.evaluate import (evaluate, load_results, results_dir, selecte
                                     table2, write_report)
 
 evaluate(cfg, systems, baselines, reuse=True)  # scores only what is not evaluated yet
-results = load_results(cfg)
-results = results[results["params_hash"] == cfg.fingerprint()]'''),
+results = load_results(cfg, current=True)  # the rows these params made'''),
         new_markdown_cell("## Table 2 (test users, mean and 95% CI)"),
         new_code_cell('''write_report(cfg)  # table2.md, results.csv, paired tests, learning curve
 table2(results)'''),

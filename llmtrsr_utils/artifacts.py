@@ -89,6 +89,21 @@ def git_commit(folder: str | os.PathLike | None = None) -> str | None:
     return f"{commit}+dirty" if dirty else commit
 
 
+def provenance(params: Any = None) -> dict[str, Any]:
+    """What made an output, for every record the kit writes: the params (a ``Config``, a dict,
+    or None to leave them out), the library versions and the git commit of the kit.
+
+    Returns:
+        ``{"params": ..., "library_versions": {...}, "git_commit": "<sha>[+dirty]" | None}``.
+    """
+    record: dict[str, Any] = {}
+    if params is not None:
+        record["params"] = params.to_dict() if hasattr(params, "to_dict") else params
+    record["library_versions"] = library_versions()
+    record["git_commit"] = git_commit()
+    return record
+
+
 def check_writable(folder: str | os.PathLike) -> Path:
     """Fail before any work starts when the output folder cannot be created or written."""
     path = Path(folder)

@@ -26,6 +26,7 @@ from llmtrsr_utils.artifacts import (
     check_writable,
     git_commit,
     library_versions,
+    provenance,
     write_json,
     write_parquet,
 )
@@ -339,7 +340,7 @@ def evaluate_classical(cfg: Config, name: str, *, progress: bool = True
     frames = {split: load_split(data_dir, split) for split in ("train", "valid", "test")}
     model, record = classical.train_model(name, table, frames["train"], frames["valid"],
                                           settings, seed=cfg.seed, progress=progress)
-    write_json({**record, "params": cfg.to_dict(), "library_versions": library_versions()},
+    write_json({**record, **provenance(cfg)},
                results_dir(cfg) / "classical" / f"{name}.json")
     rows, kept = [], {}
     for split in ("valid", "test"):
@@ -397,9 +398,8 @@ def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
     tests = paired_tests(test_per_user, seed=cfg.seed)
     if not tests.empty:
         tests.to_csv(out / "paired_tests.csv", index=False)
-    write_json({"params": cfg.to_dict(), "systems": list(systems),
-                "baselines": list(baseline_names), "library_versions": library_versions(),
-                "git_commit": git_commit()}, out / "evaluate.json")
+    write_json({**provenance(cfg), "systems": list(systems), "baselines": list(baseline_names)},
+               out / "evaluate.json")
     return frame
 
 

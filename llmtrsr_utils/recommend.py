@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from llmtrsr_utils.artifacts import check_writable, git_commit, library_versions, write_json
+from llmtrsr_utils.artifacts import check_writable, provenance, write_json
 from llmtrsr_utils.config import Config, ConfigError, RecommenderConfig
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import (
@@ -500,8 +500,7 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
         "train_loss": result.training_loss, "log_history": state.log_history,
         "prompt_counts": info["prompt_counts"],
         "checkpoints": [str(p) for _, p in list_checkpoints(out_dir)],
-        "params": cfg.to_dict(), "library_versions": library_versions(),
-        "git_commit": git_commit(),
+        **provenance(cfg),
     }
     if trainer.is_world_process_zero():  # one record for a multi-process launch
         write_json(record, out_dir / "training.json")

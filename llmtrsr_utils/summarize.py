@@ -29,8 +29,7 @@ import pandas as pd
 
 from llmtrsr_utils.artifacts import (
     check_writable,
-    git_commit,
-    library_versions,
+    provenance,
     write_json,
     write_parquet,
 )
@@ -299,8 +298,7 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
         "calls_cut_at_max_new_tokens": int(frame["calls_cut_at_max_new_tokens"].sum()),
         "final_summaries_cut": int(frame["final_summary_cut"].sum()),
         "prompt_format": summarizer.formatter.prompt_format,  # as used (auto resolved)
-        "flags": dict(flag_counts), "params": cfg.to_dict(),
-        "library_versions": library_versions(), "git_commit": git_commit(),
+        "flags": dict(flag_counts), **provenance(cfg),
     }
     write_json(record, out.with_suffix(".json"))
     summarizer.cache.close()

@@ -66,6 +66,8 @@ def test_split_sizes_disjoint_users_and_stable_test_set(tmp_path, movielens_dir)
     manifest = read_manifest(out)
     assert manifest["params"]["seed"] == 42
     assert manifest["params"]["data"]["n_test_users"] == 6
+    # What made it: versions and the kit's commit, like every other record (one helper).
+    assert manifest["library_versions"]["pandas"] and "git_commit" in manifest
     assert manifest["counts"]["users_history_truncated"] == 30  # 15 history items, cap 12
     assert all(len(h) == 12 for h in load_split(out, "test")["history"])
 

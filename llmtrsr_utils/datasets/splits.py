@@ -40,7 +40,7 @@ import pandas as pd
 import llmtrsr_utils
 from llmtrsr_utils.artifacts import (
     check_writable,
-    library_versions,
+    provenance,
     sha256_of,
     write_json,
     write_parquet,
@@ -388,12 +388,11 @@ def _prepare_dataset(cfg: Config, *, force: bool) -> Path:
         "dataset": cfg.data.name,
         "domain": raw.domain,
         "attributes": attributes,
-        "params": {"seed": cfg.seed, "data": asdict(cfg.data)},
+        **provenance({"seed": cfg.seed, "data": asdict(cfg.data)}),
         "raw_dir": str(raw_dir),
         "source_files": raw.source_files,
         "counts": {**raw.counts, **counts},
         "files": files,
-        "library_versions": library_versions(),
     }
     write_json(manifest, out_dir / "manifest.json")
     log.info("data: wrote %s (%s)", out_dir,

@@ -59,7 +59,7 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
     from transformers import TrainerCallback
 
     from llmtrsr_utils.evaluate import score_llm
-    from llmtrsr_utils.models import default_device, load_causal_lm
+    from llmtrsr_utils.models import default_device, load_model
     from llmtrsr_utils.recommend import (
         answer_token_ids,
         build_trainer,
@@ -70,10 +70,7 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
     scfg = system_config(cfg, system)
     rec = scfg.recommender
     device = default_device()
-    model, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
-                                      load_in_8bit=rec.load_in_8bit,
-                                      trust_remote_code=rec.trust_remote_code,
-                                      cache_dir=cfg.cache_dir)
+    model, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
     users, counts = split_prompts(scfg, "test", tokenizer, max_users=n_users, progress=False)
     lengths = np.array([len(tokenizer(p)["input_ids"]) for u in users for p in u.prompts])
     row: dict[str, Any] = {"system": system, "device": device, "users": len(users),
@@ -150,7 +147,7 @@ def prompt_growth(cfg: Config, lengths: Sequence[int] = (1, 5, 10, 20, 40, 80, 1
     from the catalogue with the run's seed; nothing is shortened, to show the raw growth.
     Written to ``<work_dir>/efficiency/prompt_growth.parquet`` for `llmtrsr figures`."""
     from llmtrsr_utils.datasets.splits import load_items, prepare_dataset, read_manifest
-    from llmtrsr_utils.models import load_tokenizer
+    from llmtrsr_utils.models import load_model_tokenizer
     from llmtrsr_utils.recommend import RecommendationPrompts, system_config
     from llmtrsr_utils.summarize import summaries_for
 
@@ -158,8 +155,7 @@ def prompt_growth(cfg: Config, lengths: Sequence[int] = (1, 5, 10, 20, 40, 80, 1
     domain = read_manifest(data_dir)["domain"]
     texts = load_items(data_dir)["text"].tolist()
     rec = cfg.recommender
-    tokenizer = load_tokenizer(rec.model, revision=rec.revision,
-                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+    tokenizer = load_model_tokenizer(rec, cache_dir=cfg.cache_dir)
     summary = next(iter(summaries_for(system_config(cfg, "llmtrsr-hierarchical"), "test",
                                       "hierarchical", progress=False).values()))
     rng = np.random.default_rng(cfg.seed)

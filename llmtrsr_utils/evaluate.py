@@ -33,7 +33,7 @@ from llmtrsr_utils.artifacts import (
 from llmtrsr_utils.config import Config, RecommenderConfig
 from llmtrsr_utils.datasets.base import USER_ID
 from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset
-from llmtrsr_utils.models import load_causal_lm
+from llmtrsr_utils.models import load_model
 from llmtrsr_utils.recommend import (
     SYSTEMS,
     UserPrompts,
@@ -140,10 +140,7 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
                  adapter_dir(cfg, system))
         train_system(cfg, system, progress=progress)
     checkpoints = list_checkpoints(adapter_dir(scfg, system))
-    base, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
-                                     load_in_8bit=rec.load_in_8bit,
-                                     trust_remote_code=rec.trust_remote_code,
-                                     cache_dir=cfg.cache_dir)
+    base, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
     test_users, test_counts = split_prompts(scfg, "test", tokenizer, progress=progress)
     yes_id, no_id = answer_token_ids(tokenizer, test_users[0].prompts[0], rec.answer_words)
     rows, kept = [], {}
@@ -252,10 +249,7 @@ def learning_curve(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS), *,
         if not is_trained(cfg, system):
             train_system(cfg, system, progress=progress)
         rec = system_config(cfg, system).recommender
-        base, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
-                                         load_in_8bit=rec.load_in_8bit,
-                                         trust_remote_code=rec.trust_remote_code,
-                                         cache_dir=cfg.cache_dir)
+        base, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
         rows += validation_rows(cfg, system, base, tokenizer, progress=progress)[0]
     curve = pd.DataFrame(rows)
     if curve["epoch"].nunique() < 3:
@@ -283,10 +277,7 @@ def evaluate_zero_shot(cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Use
     """The untrained recommender on test users (nothing to select, so no validation)."""
     scfg = system_config(cfg, "llmtrsr-hierarchical")
     rec = scfg.recommender
-    model, tokenizer = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
-                                      load_in_8bit=rec.load_in_8bit,
-                                      trust_remote_code=rec.trust_remote_code,
-                                      cache_dir=cfg.cache_dir)
+    model, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
     rows, kept = [], {}
     for split in ("test",):
         users, counts = split_prompts(scfg, split, tokenizer)

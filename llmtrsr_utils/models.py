@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from llmtrsr_utils.artifacts import sha256_of
-from llmtrsr_utils.config import resolve_cache_dir
+from llmtrsr_utils.config import ModelSettings, resolve_cache_dir
 
 log = logging.getLogger("llmtrsr")
 
@@ -303,6 +303,24 @@ def context_length(name: str, *, revision: str | None = None, trust_remote_code:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def load_model(settings: ModelSettings, *, cache_dir: str | Path | None = None,
+               device: str | None = None):
+    """(model, tokenizer) of a summarizer's or recommender's settings (model, revision, dtype,
+    8-bit, remote code): the one way stages load their model."""
+    return load_causal_lm(settings.model, revision=settings.revision, dtype=settings.dtype,
+                          load_in_8bit=settings.load_in_8bit,
+                          trust_remote_code=settings.trust_remote_code, device=device,
+                          cache_dir=cache_dir)
+
+
+def load_model_tokenizer(settings: ModelSettings, *, cache_dir: str | Path | None = None,
+                         padding_side: str = "left"):
+    """The tokenizer of a summarizer's or recommender's settings, without the weights."""
+    return load_tokenizer(settings.model, revision=settings.revision,
+                          trust_remote_code=settings.trust_remote_code, cache_dir=cache_dir,
+                          padding_side=padding_side)
 
 
 def load_tokenizer(name: str, *, revision: str | None = None, trust_remote_code: bool = False,

@@ -40,8 +40,8 @@ from llmtrsr_utils.datasets.splits import (
 from llmtrsr_utils.models import (
     context_length,
     default_device,
-    load_causal_lm,
-    load_tokenizer,
+    load_model,
+    load_model_tokenizer,
     model_slug,
     select_dtype,
 )
@@ -425,18 +425,13 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
     rec = cfg.recommender
     processes = process_count()
     accumulation_steps(cfg, processes)  # refuse an impossible global batch before any loading
-    tokenizer = load_tokenizer(rec.model, revision=rec.revision,
-                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir,
-                               padding_side="right")
+    tokenizer = load_model_tokenizer(rec, cache_dir=cfg.cache_dir, padding_side="right")
     users, counts = split_prompts(cfg, "train", tokenizer, progress=progress)
     answer_ids = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     examples = training_examples(users, rec.answer_words)
     device = default_device()
     dtype = select_dtype(rec.dtype, device)
-    model, _ = load_causal_lm(rec.model, revision=rec.revision, dtype=rec.dtype,
-                              load_in_8bit=rec.load_in_8bit,
-                              trust_remote_code=rec.trust_remote_code, device=device,
-                              cache_dir=cfg.cache_dir)
+    model, _ = load_model(rec, cache_dir=cfg.cache_dir, device=device)
     targets = lora_targets(model, rec.lora_targets)
     lora = LoraConfig(r=rec.lora_r, lora_alpha=rec.lora_alpha, lora_dropout=rec.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
@@ -511,8 +506,7 @@ def example_prompts(cfg: Config, system: str, n_users: int = 1) -> pd.DataFrame:
     """Training prompts of the first users, with their answer and token count (notebook 03)."""
     cfg = system_config(cfg, system)
     rec = cfg.recommender
-    tokenizer = load_tokenizer(rec.model, revision=rec.revision,
-                               trust_remote_code=rec.trust_remote_code, cache_dir=cfg.cache_dir)
+    tokenizer = load_model_tokenizer(rec, cache_dir=cfg.cache_dir)
     users, _ = split_prompts(cfg, "train", tokenizer, max_users=n_users)
     rows = [{"system": system, USER_ID: u.user_id, "answer": rec.answer_words[1 - label],
              "tokens": len(tokenizer(prompt)["input_ids"]), "prompt": prompt}

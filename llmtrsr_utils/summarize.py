@@ -39,8 +39,8 @@ from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_datase
 from llmtrsr_utils.generation import CachedGenerator, GenerationCache, GenerationSettings
 from llmtrsr_utils.models import (
     context_length,
-    load_causal_lm,
-    load_tokenizer,
+    load_model,
+    load_model_tokenizer,
     model_identity,
     model_slug,
 )
@@ -116,9 +116,7 @@ class Summarizer:
         scfg = cfg.summarizer
         self.cfg = cfg
         self.domain = domain
-        tokenizer = load_tokenizer(scfg.model, revision=scfg.revision,
-                                   trust_remote_code=scfg.trust_remote_code,
-                                   cache_dir=cfg.cache_dir)
+        tokenizer = load_model_tokenizer(scfg, cache_dir=cfg.cache_dir)
         self.formatter = PromptFormatter(tokenizer, scfg.prompt_format, scfg.model)
         self.fitter = PromptFitter(
             self.formatter, max_length=scfg.max_length, max_new_tokens=scfg.max_new_tokens,
@@ -139,10 +137,7 @@ class Summarizer:
     def _load_model(self):
         scfg = self.cfg.summarizer
         log.info("loading summarizer %s", scfg.model)
-        model, _ = load_causal_lm(scfg.model, revision=scfg.revision, dtype=scfg.dtype,
-                                  load_in_8bit=scfg.load_in_8bit,
-                                  trust_remote_code=scfg.trust_remote_code,
-                                  cache_dir=self.cfg.cache_dir)
+        model, _ = load_model(scfg, cache_dir=self.cfg.cache_dir)
         return model
 
     def segment(self, user: UserHistory) -> list[Block]:

@@ -32,13 +32,37 @@ def test_one_parameters_cell_and_no_outputs(path):
                for c in cells if c["cell_type"] == "code")
 
 
-def test_notebooks_match_their_generator(tmp_path):
-    """tools/make_notebooks.py is the source; the committed JSON must be what it writes."""
-    for path in [*NOTEBOOKS, GRID_POINT]:
-        before = path.read_text()
-        subprocess.run([sys.executable, str(ROOT / "tools" / "make_notebooks.py")], check=True,
-                       capture_output=True)
-        assert path.read_text() == before, f"{path.name} differs from tools/make_notebooks.py"
+def test_notebooks_match_their_sources():
+    """notebooks/*.py (jupytext percent) are the sources; each committed .ipynb must be what
+    tools/sync_notebooks.py writes from its source, cell for cell."""
+    import jupytext
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import sync_notebooks
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    sources = sync_notebooks.sources()
+    assert [p.stem for p in sources] == [p.stem for p in [*NOTEBOOKS, GRID_POINT]]
+    for source in sources:
+        assert source.with_suffix(".ipynb").read_text() == sync_notebooks.build(source), (
+            f"{source.name}: run python tools/sync_notebooks.py")
+        paired = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+        text = jupytext.read(source)
+        assert [c.source for c in paired.cells] == [c.source for c in text.cells]
+    # The command-line check agrees (what a contributor runs before committing).
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "sync_notebooks.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_notebook_sources_are_linted():
+    """The code users run is linted: ruff checks notebooks/*.py with the rest of the kit."""
+    ruff = Path(sys.executable).with_name("ruff")  # the dev extra, which make test installs
+    assert ruff.is_file(), f"{ruff}: not installed (pip install -e '.[dev]')"
+    done = subprocess.run([str(ruff), "check", "notebooks"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0 and "All checks passed" in done.stdout, done.stdout
 
 
 def test_series_runs_under_papermill(tmp_path, movielens_dir):

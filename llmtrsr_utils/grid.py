@@ -339,6 +339,17 @@ class GridFailedError(RuntimeError):
     """Some grid points failed; the others finished and are in the results table."""
 
 
+def run_ablation(grid_file: str | Path, params_file: str | Path,
+                 overrides: str | Sequence[str] = (), **kwargs: Any) -> GridReport:
+    """What notebooks 05 to 07 do: run the grid at the params' reduced values
+    (``ablations.*``, :func:`profile_axes`), skipping finished points. ``kwargs`` go to
+    :func:`run_grid`. The report's ``spec.axes`` are the values run."""
+    cfg = load_config(Path(params_file).resolve(), override_list(overrides))
+    axes = profile_axes(cfg, grid_file)
+    log.info("grid %s run here: %s", Path(grid_file).stem, load_grid(grid_file, axes).axes)
+    return run_grid(grid_file, params_file, overrides, axes=axes, **kwargs)
+
+
 def summary(report: GridReport) -> pd.DataFrame:
     """One line per point: ran, skipped (done before) or failed with its error."""
     lines = ([{"point": p, "status": "ran", "error": ""} for p in report.ran]

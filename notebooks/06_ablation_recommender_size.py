@@ -39,12 +39,10 @@ from llmtrsr_utils.config import load_config, use_project_root
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)
 
-axes = grid.profile_axes(cfg, grid_file)  # the params' reduced values, if any
-spec = grid.load_grid(grid_file, axes)
-print("grid run here:", spec.axes)
-
 # %%
-report = grid.run_grid(grid_file, params_file, overrides, axes=axes)
+# The params' reduced values (ablations.*), points already in results.parquet skipped.
+report = grid.run_ablation(grid_file, params_file, overrides)
+print("grid run here:", report.spec.axes)
 grid.summary(report)  # points run now, skipped as already done, failed
 
 # %% [markdown]

@@ -46,12 +46,10 @@ from llmtrsr_utils.summarize import summaries_by_model
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)
 
-axes = grid.profile_axes(cfg, grid_file)  # the params' reduced values, if any
-spec = grid.load_grid(grid_file, axes)
-print("grid run here:", spec.axes)
-
 # %%
-report = grid.run_grid(grid_file, params_file, overrides, axes=axes)
+# The params' reduced values (ablations.*), points already in results.parquet skipped.
+report = grid.run_ablation(grid_file, params_file, overrides)
+print("grid run here:", report.spec.axes)
 grid.summary(report)  # points run now, skipped as already done, failed
 
 # %% [markdown]
@@ -71,7 +69,7 @@ plots.plot_model_size(rows, "summarizer.model",
 
 # %%
 with pd.option_context("display.max_colwidth", None):
-    display(summaries_by_model(cfg, spec.axes["summarizer.model"], "test", n_users_shown))
+    display(summaries_by_model(cfg, report.spec.axes["summarizer.model"], "test", n_users_shown))
 
 # %%
 grid.raise_on_failure(report)  # after the figure: a failure fails the run

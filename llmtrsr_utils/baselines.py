@@ -11,10 +11,14 @@ positive, so a constant scorer can never look better than chance.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -196,3 +200,96 @@ def embedding_scores(frame: pd.DataFrame, item_ids: list[str],
                                / lengths[:, None])
     candidates = table[candidate_rows].reshape(*matrix.shape, table.shape[1])
     return np.einsum("ukd,ud->uk", candidates, profiles)
+
+
+# -- the registry: a baseline is a name, a display name and a scorer ---------------------------
+
+
+@dataclass
+class BaselineContext:
+    """What a baseline may use to score a split, prepared once per evaluation.
+
+    Attributes:
+        cfg: the run's config.
+        train: the training split (user_id, history, target, negatives).
+        items: the catalogue (item_id, attributes, rendered ``text``).
+        embedding_dir: where item embeddings are cached.
+    """
+
+    cfg: Any
+    train: pd.DataFrame
+    items: pd.DataFrame
+    embedding_dir: Path
+
+
+# frame (one split's users), split name, context -> (n_users, 1 + n_negatives), positive first.
+Scorer = Callable[[pd.DataFrame, str, BaselineContext], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A reference scorer that needs no training of its own (the classical models and the
+    zero-shot LLM are evaluated by their own stages)."""
+
+    name: str
+    display_name: str
+    score: Scorer
+
+
+REGISTRY: dict[str, Baseline] = {}
+
+
+def register(name: str, display_name: str) -> Callable[[Scorer], Scorer]:
+    """Decorator that adds a scorer to :data:`REGISTRY` under ``name``.
+
+    A new baseline is one file (see the README's recipe)::
+
+        from llmtrsr_utils.baselines import register
+
+        @register("most-recent-overlap", "Most recent item overlap")
+        def score(frame, split, context):
+            ...  # (n_users, 1 + n_negatives) floats, the positive in column 0
+    """
+    def add(scorer: Scorer) -> Scorer:
+        if name in REGISTRY and REGISTRY[name].score is not scorer:
+            raise ValueError(f"baseline {name!r} is registered twice")
+        REGISTRY[name] = Baseline(name, display_name, scorer)
+        return scorer
+    return add
+
+
+def find(name: str) -> Baseline:
+    """A registered baseline by name; a name with a dot is first imported as a module
+    (``package.module``), whose :func:`register` call adds the baseline of that name, so a
+    baseline written outside the kit is used as ``--baselines package.module``."""
+    if name not in REGISTRY and "." in name:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as err:
+            raise ValueError(f"baseline {name!r}: cannot import module {name} ({err})") from None
+        found = [b for b in REGISTRY.values() if b.score.__module__ == module.__name__]
+        if len(found) != 1:
+            raise ValueError(f"baseline module {name!r} must register exactly one baseline "
+                             f"with llmtrsr_utils.baselines.register; it registered "
+                             f"{len(found)}")
+        REGISTRY[name] = found[0]
+    if name not in REGISTRY:
+        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(REGISTRY)} (or a "
+                         f"module path package.module that registers one)")
+    return REGISTRY[name]
+
+
+@register("random", "Random")
+def _random(frame: pd.DataFrame, split: str, context: BaselineContext) -> np.ndarray:
+    return random_scores(frame, context.cfg.seed, split)
+
+
+@register("popularity", "Popularity")
+def _popularity(frame: pd.DataFrame, split: str, context: BaselineContext) -> np.ndarray:
+    return popularity_scores(frame, popularity_counts(context.train))
+
+
+@register("embedding", "Text embedding (MiniLM)")
+def _embedding(frame: pd.DataFrame, split: str, context: BaselineContext) -> np.ndarray:
+    return embedding_scores(frame, *item_embeddings(context.items, "minilm-l6",
+                                                    context.embedding_dir))

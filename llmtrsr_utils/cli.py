@@ -95,7 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     systems = _choice_list(args.systems, SYSTEMS, "--systems")
-    names = _choice_list(args.baselines, ALL_BASELINES, "--baselines")
+    names = _choice_list(args.baselines, ALL_BASELINES, "--baselines", modules=True)
     rows = run_evaluation(cfg, systems, names, progress=not args.no_progress)
     print(table2(rows).to_string())
     print(f"\nresults: {results_dir(cfg) / 'metrics.parquet'} (and table2.md, scores/)")
@@ -121,11 +121,13 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
-def _choice_list(text: str, known, flag: str) -> list[str]:
+def _choice_list(text: str, known, flag: str, modules: bool = False) -> list[str]:
+    """Names from a comma list, each known (or, with ``modules``, a module path with a dot:
+    a baseline written outside the kit, llmtrsr_utils.baselines.find)."""
     if text in ("all", ""):
         return list(known) if text == "all" else []
     chosen = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in known]
+    unknown = [name for name in chosen if name not in known and not (modules and "." in name)]
     if unknown:
         raise ConfigError(f"{flag}: unknown {', '.join(unknown)}; choose from "
                           f"{', '.join(known)}, 'all' or ''")
@@ -224,15 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score every system and baseline; metrics with CIs; Table 2",
         description="Select each LLM system's best epoch on validation (Recall@3+5+10), score "
                     "it on test, add the baselines, and write <work_dir>/results/metrics.parquet, "
-                    "per-user scores, table2.md and paired bootstrap tests against TALLRec.")
+                    "per-user scores, table2.md and paired bootstrap tests against TALLRec, "
+                    "the zero-shot LLM and Random.")
     _add_params(evaluate)
     evaluate.add_argument("--systems", default="all",
                           help="comma list of llmtrsr-hierarchical, llmtrsr-recurrent, tallrec; "
                                "'all' (default) or '' for none")
     evaluate.add_argument("--baselines", default="all",
                           help="comma list of random, popularity, embedding, zero-shot, ncf, "
-                               "din, dien, gru4rec, narm, sasrec, core; 'all' (default) or '' "
-                               "for none")
+                               "din, dien, gru4rec, narm, sasrec, core, or a module path "
+                               "(package.module) that registers a baseline (README: add a "
+                               "baseline); 'all' (default) or '' for none")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
 

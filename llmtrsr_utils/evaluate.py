@@ -32,7 +32,7 @@ from llmtrsr_utils.artifacts import (
 )
 from llmtrsr_utils.config import Config, RecommenderConfig
 from llmtrsr_utils.datasets.base import USER_ID
-from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset
+from llmtrsr_utils.datasets.splits import NEGATIVES, load_items, load_split, prepare_dataset
 from llmtrsr_utils.models import load_model
 from llmtrsr_utils.recommend import (
     SYSTEMS,
@@ -56,8 +56,8 @@ CLASSICAL = tuple(classical.MODELS)
 ALL_BASELINES = (*BASELINES, *CLASSICAL)
 DISPLAY_NAMES = {"llmtrsr-hierarchical": "LLM-TRSR-Hierarchical",
                  "llmtrsr-recurrent": "LLM-TRSR-Recurrent", "tallrec": "TALLRec",
-                 "zero-shot": "Zero-shot LLM", "embedding": "Text embedding (MiniLM)",
-                 "popularity": "Popularity", "random": "Random", **classical.DISPLAY_NAMES}
+                 "zero-shot": "Zero-shot LLM", **classical.DISPLAY_NAMES,
+                 **{b.name: b.display_name for b in baselines.REGISTRY.values()}}
 
 
 def results_dir(cfg: Config) -> Path:
@@ -294,27 +294,25 @@ def evaluate_baseline(cfg: Config, name: str, *, progress: bool = True
         return evaluate_zero_shot(cfg)
     if name in CLASSICAL:
         return evaluate_classical(cfg, name, progress=progress)
+    spec = baselines.find(name)  # registered, or a module path that registers one
     data_dir = prepare_dataset(cfg)
-    train = load_split(data_dir, "train")
-    vectors = None
-    if name == "embedding":
-        vectors = baselines.item_embeddings(load_items(data_dir), "minilm-l6",
-                                            cfg.cache_path / "embeddings")
+    context = baselines.BaselineContext(cfg=cfg, train=load_split(data_dir, "train"),
+                                        items=load_items(data_dir),
+                                        embedding_dir=cfg.cache_path / "embeddings")
     rows, kept = [], {}
     for split in ("valid", "test"):
         frame = load_split(data_dir, split)
         began = time.perf_counter()
-        if name == "random":
-            scores = baselines.random_scores(frame, cfg.seed, split)
-        elif name == "popularity":
-            scores = baselines.popularity_scores(frame, baselines.popularity_counts(train))
-        elif name == "embedding":
-            scores = baselines.embedding_scores(frame, *vectors)
-        else:
-            raise ValueError(f"unknown baseline {name!r}; known: {', '.join(ALL_BASELINES)}")
+        scores = np.asarray(spec.score(frame, split, context), dtype=np.float64)
+        expected = (len(frame), 1 + len(frame[NEGATIVES].iloc[0]))
+        if scores.shape != expected:
+            raise ValueError(f"baseline {name!r} scored {split} as an array of shape "
+                             f"{scores.shape}; expected {expected} (users, 1 + negatives), "
+                             f"the positive in column 0")
         kept[split] = UserScores(frame[USER_ID].tolist(), baselines.candidate_ids(frame), scores,
                                  time.perf_counter() - began)
-        rows.append(_row(cfg, name, split, kept[split], epoch=None, selected=True, extra={},
+        rows.append(_row(cfg, name, split, kept[split], epoch=None, selected=True,
+                         extra={"display_name": spec.display_name},
                          run_hash=cfg.fingerprint()))
     return rows, kept
 
@@ -464,10 +462,16 @@ def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
 def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
     """One row per system (the selected test row), in Table 2 order, with a display label."""
     test = results[(results["split"] == "test") & results["selected"]]
-    order = [s for s in (*reversed(BASELINES), *CLASSICAL, "tallrec", "llmtrsr-hierarchical",
-                         "llmtrsr-recurrent") if s in set(test["system"])]
+    known = (*reversed(BASELINES), *CLASSICAL, "tallrec", "llmtrsr-hierarchical",
+             "llmtrsr-recurrent")
+    present = list(dict.fromkeys(test["system"]))
+    order = ([s for s in known if s in present]  # Table 2's order, then any added baseline
+             + [s for s in present if s not in known])
     rows = pd.concat([test[test["system"] == s].tail(1) for s in order], ignore_index=True)
-    rows["label"] = rows["system"].map(lambda s: DISPLAY_NAMES.get(s, s))
+    stored = (rows["display_name"] if "display_name" in rows
+              else pd.Series([None] * len(rows), index=rows.index))
+    rows["label"] = [label if isinstance(label, str) and label else DISPLAY_NAMES.get(s, s)
+                     for s, label in zip(rows["system"], stored, strict=True)]
     return rows
 
 

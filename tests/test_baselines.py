@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +21,9 @@ from llmtrsr_utils.baselines import (
 )
 from llmtrsr_utils.config import load_config
 from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset, user_rng
+from tests.conftest import smoke_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def frame(rows: list[tuple[str, list[str], str, list[str]]]) -> pd.DataFrame:
@@ -198,3 +205,63 @@ def test_plain_bert_folder_is_mean_pooled_and_frozen(tmp_path):
     np.testing.assert_allclose(vectors, expected, atol=1e-5)
     again = item_embeddings(items, str(folder), tmp_path / "cache")[1]
     assert np.array_equal(vectors, again)
+
+
+TOY_BASELINE = '''
+import numpy as np
+
+from llmtrsr_utils.baselines import register
+
+
+@register("most-recent-overlap", "Most recent item overlap")
+def score(frame, split, context):
+    """Word overlap (Jaccard) of each candidate's text with the user's most recent item."""
+    words = {i: set(t.lower().split()) for i, t in zip(context.items["item_id"],
+                                                        context.items["text"])}
+    def overlap(a, b):
+        return len(words[a] & words[b]) / max(1, len(words[a] | words[b]))
+    return np.array([[overlap(history[-1], c) for c in [target, *negatives]]
+                     for history, target, negatives in
+                     zip(frame["history"], frame["target"], frame["negatives"])])
+'''
+
+
+def test_recipe_add_a_baseline_in_one_file(tmp_path, movielens_dir):
+    """The README's recipe: a baseline is one file that registers a scorer; `llmtrsr evaluate
+    --baselines package.module` scores it beside the others and Table 2 shows its name."""
+    package = tmp_path / "plugins" / "my_baselines"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "recent_overlap.py").write_text(TOY_BASELINE)
+    root = ROOT
+    command = [sys.executable, "-m", "llmtrsr_utils.cli", "evaluate", "--params",
+               str(root / "params" / "smoke.yaml"), "--systems", "", "--no-progress",
+               "--baselines", "random,my_baselines.recent_overlap"]
+    for override in smoke_overrides(tmp_path, movielens_dir):
+        command += ["--set", override]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=root,
+                          env={**os.environ,
+                               "PYTHONPATH": f"{tmp_path / 'plugins'}:{root}"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = (tmp_path / "results" / "table2.md").read_text()
+    assert "Most recent item overlap" in table and "Random" in table
+    results = pd.read_parquet(tmp_path / "results" / "metrics.parquet")
+    assert set(results["system"]) == {"random", "my_baselines.recent_overlap"}
+    assert len(results) == 4  # valid and test for each
+
+
+def test_a_baseline_of_the_wrong_shape_is_refused(tmp_path, movielens_dir):
+    from llmtrsr_utils.evaluate import evaluate_baseline
+    from tests.conftest import smoke_config
+
+    @baselines.register("wrong-shape", "Wrong shape")
+    def _wrong(frame, split, context):
+        return np.zeros((len(frame), 3))
+
+    try:
+        with pytest.raises(ValueError, match=r"expected \(3, 21\)"):
+            evaluate_baseline(smoke_config(tmp_path, movielens_dir), "wrong-shape")
+    finally:
+        baselines.REGISTRY.pop("wrong-shape")
+    with pytest.raises(ValueError, match="unknown baseline 'nope'"):
+        baselines.find("nope")

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from llmtrsr_utils.datasets import dataset_names
+
 ENV_DATA_DIR = "LLMTRSR_DATA_DIR"
 ENV_CACHE_DIR = "LLMTRSR_CACHE_DIR"
 
@@ -60,9 +62,10 @@ def _at_least(bound: float) -> dict[str, Any]:
 class DataConfig:
     """Which dataset, how users are filtered and split, how negatives are drawn."""
 
+    # A built-in loader (a file of llmtrsr_utils/datasets/, found by convention: amazon-m2,
+    # generic, mind, movielens, recbole) or a loader's module path, package.module.
     name: str = field(default="movielens",
-                      metadata=_choices("movielens", "mind", "amazon-m2", "generic",
-                                        "recbole"))
+                      metadata={**_choices(*dataset_names()), "or_module_path": True})
     # Folder with the raw files; None: $LLMTRSR_DATA_DIR/<dataset folder>, else download.
     dir: str | None = None
     # MIND: "small" or "large"; MovieLens: "latest-small"; recbole: the dataset's name, the
@@ -529,9 +532,12 @@ def _type_error(value: Any, kind: Any, key: str, source: str) -> ConfigError:
 def _check_metadata(meta: Mapping[str, Any], value: Any, key: str, source: str) -> None:
     if value is None:
         return
+    if meta.get("or_module_path") and isinstance(value, str) and "." in value:
+        return  # a module outside the kit, checked against its contract when loaded
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{source}: key '{key}' must be one of {', '.join(meta['choices'])}; "
-                          f"got {value!r}")
+        also = " or a module path (package.module)" if meta.get("or_module_path") else ""
+        raise ConfigError(f"{source}: key '{key}' must be one of {', '.join(meta['choices'])}"
+                          f"{also}; got {value!r}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{source}: key '{key}' must be at least {meta['min']}; got {value!r}")
 

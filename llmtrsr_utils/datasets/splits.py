@@ -25,13 +25,11 @@ byte-identical parquet files.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -46,6 +44,7 @@ from llmtrsr_utils.artifacts import (
     write_parquet,
 )
 from llmtrsr_utils.config import ENV_DATA_DIR, Config, ConfigError, DataConfig
+from llmtrsr_utils.datasets import loader_module
 from llmtrsr_utils.datasets.base import (
     HISTORY,
     IMPRESSION_NEGATIVES,
@@ -75,12 +74,6 @@ NEGATIVE_EXCLUSIONS = ("history_and_target", "target", "none")
 
 class DataNotFoundError(FileNotFoundError):
     """The raw files are neither configured, nor under $LLMTRSR_DATA_DIR, nor downloadable."""
-
-
-def loader_module(name: str) -> ModuleType:
-    modules = {"movielens": "movielens", "mind": "mind", "amazon-m2": "amazon_m2",
-               "generic": "generic", "recbole": "recbole"}
-    return importlib.import_module(f"llmtrsr_utils.datasets.{modules[name]}")
 
 
 def _holds(folder: Path, files: tuple[str, ...]) -> bool:

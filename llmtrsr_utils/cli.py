@@ -58,11 +58,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     from llmtrsr_utils.datasets.splits import SPLITS
-    from llmtrsr_utils.summarize import PARADIGMS, summarize_split
+    from llmtrsr_utils.summarize import PARADIGMS, find_paradigm, summarize_split
 
     cfg = _config(args)
     splits = SPLITS if args.split == "all" else (args.split,)
     paradigms = PARADIGMS if args.paradigm == "both" else (args.paradigm,)
+    for paradigm in paradigms:
+        find_paradigm(paradigm)  # an unknown name fails before any model is loaded
     for split in splits:
         for paradigm in paradigms:
             record = summarize_split(cfg, split, paradigm, progress=not args.no_progress)
@@ -76,10 +78,13 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.recommend import SYSTEMS, train_system
+    from llmtrsr_utils.recommend import SYSTEMS, is_system, train_system
 
     cfg = _config(args)
     systems = list(SYSTEMS) if args.system == "all" else [args.system]
+    if not all(is_system(system) for system in systems):
+        raise ConfigError(f"--system {args.system!r}: expected all, "
+                          f"{', '.join(SYSTEMS)} or llmtrsr-<paradigm module path>")
     for system in systems:
         record = train_system(cfg, system, progress=not args.no_progress)
         print(f"{system:<22} {record['global_step']:>5} steps  {record['examples']:>5} examples  "
@@ -94,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from llmtrsr_utils.recommend import SYSTEMS
 
     cfg = _config(args)
-    systems = _choice_list(args.systems, SYSTEMS, "--systems")
+    systems = _choice_list(args.systems, SYSTEMS, "--systems", modules=True)
     names = _choice_list(args.baselines, ALL_BASELINES, "--baselines", modules=True)
     rows = run_evaluation(cfg, systems, names, progress=not args.no_progress)
     print(table2(rows).to_string())
@@ -122,8 +127,8 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
 
 def _choice_list(text: str, known, flag: str, modules: bool = False) -> list[str]:
-    """Names from a comma list, each known (or, with ``modules``, a module path with a dot:
-    a baseline written outside the kit, llmtrsr_utils.baselines.find)."""
+    """Names from a comma list, each known (or, with ``modules``, a name with a dot: a module
+    written outside the kit, a baseline or llmtrsr-<paradigm module>, checked when used)."""
     if text in ("all", ""):
         return list(known) if text == "all" else []
     chosen = [name.strip() for name in text.split(",") if name.strip()]
@@ -205,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "cached (SQLite) and a rerun, or a run after a crash, skips what is done. "
                     "Runs under `accelerate launch` too, splitting users between processes.")
     _add_params(summarize)
-    summarize.add_argument("--paradigm", choices=["hierarchical", "recurrent", "both"],
-                           default="both")
+    summarize.add_argument("--paradigm", default="both",
+                           help="hierarchical, recurrent, both (default), or a paradigm's "
+                                "module path package.module (README: add a paradigm)")
     summarize.add_argument("--split", choices=["train", "valid", "test", "all"], default="all")
     summarize.add_argument("--no-progress", action="store_true", help="no progress bars")
     summarize.set_defaults(func=cmd_summarize)
@@ -218,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "last checkpoint. Runs under `accelerate launch` too.")
     _add_params(train)
     train.add_argument("--system", default="all",
-                       choices=["all", "llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"])
+                       help="all (default), llmtrsr-hierarchical, llmtrsr-recurrent, tallrec, "
+                            "or llmtrsr-<paradigm module path>")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(func=cmd_train)
 
@@ -230,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the zero-shot LLM and Random.")
     _add_params(evaluate)
     evaluate.add_argument("--systems", default="all",
-                          help="comma list of llmtrsr-hierarchical, llmtrsr-recurrent, tallrec; "
+                          help="comma list of llmtrsr-hierarchical, llmtrsr-recurrent, tallrec, "
+                               "or llmtrsr-<paradigm module path> (README: add a paradigm); "
                                "'all' (default) or '' for none")
     evaluate.add_argument("--baselines", default="all",
                           help="comma list of random, popularity, embedding, zero-shot, ncf, "

@@ -157,8 +157,10 @@ class RecommenderConfig(ModelSettings):
     # Recent items shown in the prompt (paper: 3; 0 writes NULL); null: the whole history.
     item_num: int | None = field(default=3, metadata=_at_least(0))
     # Which summaries the prompt carries; none + item_num null is the TALLRec baseline.
+    # none is TALLRec's prompt; another paradigm may be named by its module path.
     summary: str = field(default="hierarchical",
-                         metadata=_choices("hierarchical", "recurrent", "none"))
+                         metadata={**_choices("hierarchical", "recurrent", "none"),
+                                   "or_module_path": True})
     # The answer tokens as the authors score them (lowercase; Figure 8 prints 'Yes'/'No').
     answer_words: list[str] = field(default_factory=lambda: ["yes", "no"])
     # A prompt without summary (TALLRec): null_summary keeps Figure 8's instruction and writes

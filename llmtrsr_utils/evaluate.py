@@ -39,6 +39,7 @@ from llmtrsr_utils.recommend import (
     UserPrompts,
     adapter_dir,
     answer_token_ids,
+    is_system,
     is_trained,
     list_checkpoints,
     split_prompts,
@@ -371,7 +372,7 @@ def evaluate(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS),
             test_per_user[name] = _stored_per_user(out / "scores" / f"{name}_test.parquet")
             continue
         log.info("evaluating %s", name)
-        if name in SYSTEMS:
+        if is_system(name):
             new_rows, scores = evaluate_llm_system(cfg, name, progress=progress)
         else:
             new_rows, scores = evaluate_baseline(cfg, name, progress=progress)
@@ -537,7 +538,7 @@ def point_result(cfg: Config, system: str) -> dict[str, Any]:
               in metrics.METRICS], "tied_positive_share",
             *[c for c in row if c.startswith("prompt_")]]  # shortening is never silent
     result = {k: _plain(row[k]) for k in keep if k in row}
-    if system in SYSTEMS:
+    if is_system(system):
         record = training_record(cfg, system)
         result.update({"train_seconds": record["train_seconds"],
                        "seconds_per_step": record["seconds_per_step"],

@@ -48,7 +48,7 @@ from llmtrsr_utils.models import (
 from llmtrsr_utils.packing import TreeCollator, build_tree, loss_items
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
 from llmtrsr_utils.segmentation import ELLIPSIS, PromptTooLongError
-from llmtrsr_utils.summarize import ensure_summaries
+from llmtrsr_utils.summarize import PARADIGM_REGISTRY, ensure_summaries
 
 log = logging.getLogger("llmtrsr")
 
@@ -63,12 +63,32 @@ class AnswerTokenError(ValueError):
     """An answer word that the tokenizer does not turn into exactly one token after the prompt."""
 
 
+def system_settings(system: str) -> dict[str, Any]:
+    """The recommender settings of an LLM system: one of :data:`SYSTEMS`, or
+    ``llmtrsr-<paradigm>`` for any other summarization paradigm (registered, or a module path:
+    ``llmtrsr-my_package.my_paradigm``), LLM-TRSR's prompt with that paradigm's summaries."""
+    if system in SYSTEMS:
+        return SYSTEMS[system]
+    name = system.removeprefix("llmtrsr-")
+    if system.startswith("llmtrsr-") and (name in PARADIGM_REGISTRY or "." in name):
+        return {"summary": name}
+    raise ValueError(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}, or "
+                     f"llmtrsr-<paradigm> for another summarization paradigm")
+
+
+def is_system(name: str) -> bool:
+    """True for an LLM system (trained and scored by the recommender), False otherwise."""
+    try:
+        system_settings(name)
+    except ValueError:
+        return False
+    return True
+
+
 def system_config(cfg: Config, system: str) -> Config:
-    """The config with the recommender settings of one Table-2 system."""
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}")
-    return dataclasses.replace(cfg, recommender=dataclasses.replace(cfg.recommender,
-                                                                    **SYSTEMS[system]))
+    """The config with the recommender settings of one LLM system (see system_settings)."""
+    return dataclasses.replace(cfg, recommender=dataclasses.replace(
+        cfg.recommender, **system_settings(system)))
 
 
 def training_fingerprint(cfg: Config) -> str:

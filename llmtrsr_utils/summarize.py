@@ -17,10 +17,12 @@ summaries), which splitting users could not promise. The main process writes the
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ from llmtrsr_utils.segmentation import Block, PromptFitter, split_into_blocks
 
 log = logging.getLogger("llmtrsr")
 
+# The paper's two paradigms; others register with @paradigm (find_paradigm).
 PARADIGMS = ("hierarchical", "recurrent")
 # Bump when summaries made by an older kit must not be reused (2: prompt_format recorded; the
 # old kit applied a chat template whenever the model had one, whatever the params said).
@@ -79,13 +82,16 @@ class UserSummary:
     # between hierarchical layers when it has siblings, so the last call is the final one).
     final_summary_cut: bool = False
 
+    # A paradigm fills either ``layers`` (a tree: layer 0 the blocks' summaries, the last layer
+    # one summary) or ``steps`` (a chain: the running summary after each step, the last final).
+
     @property
     def final_summary(self) -> str:
-        return self.layers[-1][0] if self.paradigm == "hierarchical" else self.steps[-1]
+        return self.layers[-1][0] if self.layers else self.steps[-1]
 
     @property
     def block_summaries(self) -> list[str]:
-        return self.layers[0] if self.paradigm == "hierarchical" else self.steps
+        return self.layers[0] if self.layers else self.steps
 
     @property
     def calls_cut_at_max_new_tokens(self) -> int:
@@ -98,8 +104,7 @@ class UserSummary:
     def record(self) -> dict[str, Any]:
         return {USER_ID: self.user_id, "paradigm": self.paradigm, "n_items": self.n_items,
                 "n_blocks": len(self.blocks), "block_summaries": self.block_summaries,
-                "layers": self.layers if self.paradigm == "hierarchical"
-                else [[s] for s in self.steps],
+                "layers": self.layers if self.layers else [[s] for s in self.steps],
                 "final_summary": self.final_summary, "flags": self.flags,
                 "n_flagged_calls": len(self.flags), "items_shortened": self.items_shortened,
                 "texts_shortened": self.texts_shortened, "n_calls": self.n_calls,
@@ -144,7 +149,8 @@ class Summarizer:
         return self.fitter.segment(self.domain, user.item_ids, user.texts,
                                    self.cfg.summarizer.block_size, user.user_id)
 
-    def _start(self, users: list[UserHistory], paradigm: str) -> list[UserSummary]:
+    def start(self, users: list[UserHistory], paradigm: str) -> list[UserSummary]:
+        """One empty summary per user, its history cut into fitted blocks."""
         states = []
         for user in users:
             if not user.item_ids:
@@ -153,7 +159,8 @@ class Summarizer:
                                       self.segment(user)))
         return states
 
-    def _generate(self, jobs: list[tuple[UserSummary, str, str]], desc: str) -> list[str]:
+    def generate_texts(self, jobs: list[tuple[UserSummary, str, str]], desc: str
+                       ) -> list[str]:
         """jobs: (state, stage label, rendered prompt); returns texts, recording flags."""
         results = self.generator.generate([prompt for _, _, prompt in jobs], desc=desc)
         for (state, stage, _), result in zip(jobs, results, strict=True):
@@ -163,9 +170,9 @@ class Summarizer:
         return [r.text for r in results]
 
     def hierarchical(self, users: list[UserHistory]) -> list[UserSummary]:
-        states = self._start(users, "hierarchical")
+        states = self.start(users, "hierarchical")
         jobs = [(s, f"block {b.index + 1}", b.fitted.prompt) for s in states for b in s.blocks]
-        texts = iter(self._generate(jobs, f"hierarchical layer 0, {len(states)} users"))
+        texts = iter(self.generate_texts(jobs, f"hierarchical layer 0, {len(states)} users"))
         for state in states:
             state.layers.append([next(texts) for _ in state.blocks])
         fan_in = self.cfg.summarizer.fan_in
@@ -189,7 +196,8 @@ class Summarizer:
                     plan.append(None)
                     jobs.append((state, f"layer {layer} group {g + 1}", fitted.prompt))
                 plans.append((state, plan))
-            texts = iter(self._generate(jobs, f"hierarchical layer {layer}, {len(plans)} users"))
+            texts = iter(self.generate_texts(jobs, f"hierarchical layer {layer}, "
+                                                   f"{len(plans)} users"))
             for state, plan in plans:
                 state.layers.append([text if text is not None else next(texts)
                                      for text in plan])
@@ -197,9 +205,9 @@ class Summarizer:
         return states
 
     def recurrent(self, users: list[UserHistory]) -> list[UserSummary]:
-        states = self._start(users, "recurrent")
+        states = self.start(users, "recurrent")
         jobs = [(s, "block 1", s.blocks[0].fitted.prompt) for s in states]
-        texts = self._generate(jobs, f"recurrent step 1, {len(states)} users")
+        texts = self.generate_texts(jobs, f"recurrent step 1, {len(states)} users")
         for state, text in zip(states, texts, strict=True):
             state.steps.append(text)
         step = 1
@@ -216,16 +224,53 @@ class Summarizer:
                     what=f"user {state.user_id} step {step + 1} update prompt")
                 state.texts_shortened += fitted.shortened
                 jobs.append((state, f"step {step + 1}", fitted.prompt))
-            texts = self._generate(jobs, f"recurrent step {step + 1}, {len(active)} users")
+            texts = self.generate_texts(jobs, f"recurrent step {step + 1}, {len(active)} users")
             for state, text in zip(active, texts, strict=True):
                 state.steps.append(text)
             step += 1
         return states
 
     def run(self, paradigm: str, users: list[UserHistory]) -> list[UserSummary]:
-        if paradigm not in PARADIGMS:
-            raise ValueError(f"paradigm must be one of {', '.join(PARADIGMS)}, got {paradigm!r}")
-        return self.hierarchical(users) if paradigm == "hierarchical" else self.recurrent(users)
+        """Summarize every user with a registered paradigm (see :func:`find_paradigm`)."""
+        return find_paradigm(paradigm)(self, users)
+
+
+# -- paradigms: a name and a function (summarizer, users) -> summaries ---------------------------
+
+Paradigm = Callable[[Summarizer, list[UserHistory]], list[UserSummary]]
+PARADIGM_REGISTRY: dict[str, Paradigm] = {"hierarchical": Summarizer.hierarchical,
+                                          "recurrent": Summarizer.recurrent}
+
+
+def paradigm(name: str) -> Callable[[Paradigm], Paradigm]:
+    """Decorator that registers a summarization paradigm under ``name``.
+
+    A paradigm takes the :class:`Summarizer` and every user of a split and returns one
+    :class:`UserSummary` per user (start them with ``summarizer.start(users, name)``, generate
+    with ``summarizer.generate_texts``, batched across users); it fills ``steps`` (a chain) or
+    ``layers`` (a tree), whose last entry is the final summary. See the README's recipe.
+    """
+    def add(function: Paradigm) -> Paradigm:
+        if name in PARADIGM_REGISTRY and PARADIGM_REGISTRY[name] is not function:
+            raise ValueError(f"paradigm {name!r} is registered twice")
+        PARADIGM_REGISTRY[name] = function
+        return function
+    return add
+
+
+def find_paradigm(name: str) -> Paradigm:
+    """A registered paradigm; a name with a dot is imported first as a module path
+    (``package.module``) whose :func:`paradigm` call registers it under that same name."""
+    if name not in PARADIGM_REGISTRY and "." in name:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ValueError(f"paradigm {name!r}: cannot import module {name} ({err})") from None
+    if name not in PARADIGM_REGISTRY:
+        raise ValueError(f"unknown paradigm {name!r}; known: {', '.join(PARADIGM_REGISTRY)} "
+                         f"(or a module path package.module that registers itself under "
+                         f"that name)")
+    return PARADIGM_REGISTRY[name]
 
 
 # -- the stage -------------------------------------------------------------------------------

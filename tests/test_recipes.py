@@ -91,3 +91,52 @@ def test_a_loader_missing_its_contract_is_named(tmp_path, monkeypatch):
         loader_module("half.loader")
     with pytest.raises(ValueError, match="cannot import loader module"):
         loader_module("half.missing")
+
+
+TOY_PARADIGM = '''
+from llmtrsr_utils.summarize import paradigm
+
+
+@paradigm(__name__)  # registered under its module path
+def last_block_only(summarizer, users):
+    """Summarize only each user's most recent block (one call per user, batched)."""
+    states = summarizer.start(users, __name__)
+    jobs = [(state, "last block", state.blocks[-1].fitted.prompt) for state in states]
+    for state, text in zip(states, summarizer.generate_texts(jobs, "last block")):
+        state.steps.append(text)
+    return states
+'''
+
+
+def test_recipe_add_a_paradigm_in_one_file(tmp_path, movielens_dir):
+    """A third paradigm outside the kit: summarized by llmtrsr summarize, then trained and
+    scored as the system llmtrsr-<its module path> by llmtrsr evaluate."""
+    from tests.conftest import smoke_overrides
+
+    package = tmp_path / "plugins" / "my_paradigms"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "last_block.py").write_text(TOY_PARADIGM)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'plugins'}:{ROOT}"}
+    overrides = [arg for o in smoke_overrides(tmp_path, movielens_dir,
+                                              f"summarizer.cache_file={tmp_path / 'g.sqlite'}")
+                 for arg in ("--set", o)]
+    base = [sys.executable, "-m", "llmtrsr_utils.cli"]
+    params = ["--params", str(ROOT / "params" / "smoke.yaml"), *overrides]
+    for command in (["summarize", *params, "--paradigm", "my_paradigms.last_block",
+                     "--split", "test", "--no-progress"],
+                    ["evaluate", *params, "--systems", "llmtrsr-my_paradigms.last_block",
+                     "--baselines", "", "--no-progress"]):
+        done = subprocess.run([*base, *command], capture_output=True, text=True, cwd=ROOT,
+                              env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    summaries = pd.read_parquet(next((tmp_path / "summaries").glob(
+        "*_test_my_paradigms.last_block_*.parquet")))
+    assert len(summaries) == 3 and (summaries["n_calls"] == 1).all()
+    results = pd.read_parquet(tmp_path / "results" / "metrics.parquet")
+    assert set(results["system"]) == {"llmtrsr-my_paradigms.last_block"}
+    assert "test" in set(results["split"])
+    with pytest.raises(ValueError, match="unknown paradigm 'nope'"):
+        from llmtrsr_utils.summarize import find_paradigm
+
+        find_paradigm("nope")

@@ -94,9 +94,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.evaluate import ALL_BASELINES, results_dir, table2
+    from llmtrsr_utils.evaluate import ALL_BASELINES
     from llmtrsr_utils.evaluate import evaluate as run_evaluation
     from llmtrsr_utils.recommend import SYSTEMS
+    from llmtrsr_utils.results import results_dir, table2
 
     cfg = _config(args)
     systems = _choice_list(args.systems, SYSTEMS, "--systems", modules=True)
@@ -108,8 +109,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_baselines(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.evaluate import CLASSICAL, results_dir
+    from llmtrsr_utils.evaluate import CLASSICAL
     from llmtrsr_utils.evaluate import evaluate as run_evaluation
+    from llmtrsr_utils.results import results_dir
 
     cfg = _config(args)
     names = _choice_list(args.models, CLASSICAL, "--models")

@@ -47,6 +47,13 @@ from llmtrsr_utils.recommend import (
     train_system,
     training_record,
 )
+from llmtrsr_utils.results import (
+    LABELS,
+    load_results,
+    results_dir,
+    upsert_results,
+    write_table2,
+)
 from llmtrsr_utils.scoring import score_fast, score_tree
 
 log = logging.getLogger("llmtrsr")
@@ -55,14 +62,8 @@ BASELINES = ("random", "popularity", "embedding", "zero-shot")
 # Table 2's classical recommenders over frozen text embeddings (llmtrsr_utils.classical).
 CLASSICAL = tuple(classical.MODELS)
 ALL_BASELINES = (*BASELINES, *CLASSICAL)
-DISPLAY_NAMES = {"llmtrsr-hierarchical": "LLM-TRSR-Hierarchical",
-                 "llmtrsr-recurrent": "LLM-TRSR-Recurrent", "tallrec": "TALLRec",
-                 "zero-shot": "Zero-shot LLM", **classical.DISPLAY_NAMES,
+DISPLAY_NAMES = {**LABELS, **classical.DISPLAY_NAMES,
                  **{b.name: b.display_name for b in baselines.REGISTRY.values()}}
-
-
-def results_dir(cfg: Config) -> Path:
-    return cfg.work_path / "results"
 
 
 class UserScores:
@@ -114,7 +115,8 @@ def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: flo
         row[f"{name}_ci_high"] = float(ci.loc[name, "ci_high"])
         row[f"{name}_pessimistic"] = float(pessimistic[name].mean())
     n_candidates = scores.scores.size
-    row.update({"scoring_seconds": round(scores.seconds, 3),
+    row.update({"display_name": DISPLAY_NAMES.get(system, system),  # Table 2's label
+                "scoring_seconds": round(scores.seconds, 3),
                 "candidates_per_second": round(n_candidates / scores.seconds, 2)
                 if scores.seconds else None,
                 "dataset": cfg.data.name, "recommender": cfg.recommender.model,
@@ -261,13 +263,15 @@ def learning_curve(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS), *,
               for name in ("random", "popularity")]
     untrained = curve[(curve["system"] == "llmtrsr-hierarchical")
                       & (curve["checkpoint"] == UNTRAINED)]
-    levels += [{**row, "system": "zero-shot"} for row in untrained.to_dict("records")]
+    levels += [{**row, "system": "zero-shot", "display_name": DISPLAY_NAMES["zero-shot"]}
+               for row in untrained.to_dict("records")]
     levels = pd.DataFrame(levels)
     columns = ["system", "epoch", "examples_seen", "checkpoint", "n_users",
                *[c for c in curve.columns if c.split("_ci_")[0] in metrics.METRICS]]
     curve = curve[columns]
     curve.to_csv(out / "learning_curve.csv", index=False)
-    return curve, levels[[c for c in columns if c in levels.columns and c != "examples_seen"]]
+    return curve, levels[[c for c in [*columns, "display_name"]
+                          if c in levels.columns and c != "examples_seen"]]
 
 
 def _prefixed(counts: dict[str, int]) -> dict[str, int]:
@@ -313,7 +317,7 @@ def evaluate_baseline(cfg: Config, name: str, *, progress: bool = True
         kept[split] = UserScores(frame[USER_ID].tolist(), baselines.candidate_ids(frame), scores,
                                  time.perf_counter() - began)
         rows.append(_row(cfg, name, split, kept[split], epoch=None, selected=True,
-                         extra={"display_name": spec.display_name},
+                         extra={"display_name": spec.display_name},  # a module's own
                          run_hash=cfg.fingerprint()))
     return rows, kept
 
@@ -423,103 +427,6 @@ def _stored_per_user(path: Path) -> pd.DataFrame:
     frame = pd.read_parquet(path)
     return metrics.per_user_metrics(np.vstack(frame["scores"].map(np.asarray)),
                                     user_ids=frame[USER_ID].tolist())
-
-
-def upsert_results(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    """Add this run's rows to the results table; they replace every earlier row of the same
-    system under the same params (a rerun supersedes the whole earlier evaluation: a row of an
-    epoch the rerun no longer selects must not stay beside the new selected row)."""
-    if path.is_file() and not new.empty:
-        old = pd.read_parquet(path)
-        replaced = pd.MultiIndex.from_frame(new[["system", "params_hash"]].drop_duplicates())
-        keep = ~pd.MultiIndex.from_frame(old[["system", "params_hash"]]).isin(replaced)
-        merged = pd.concat([old[keep], new], ignore_index=True)
-    elif path.is_file():
-        merged = pd.read_parquet(path)
-    else:
-        merged = new
-    write_parquet(merged.reset_index(drop=True), path)
-    return merged
-
-
-def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
-    """The paper's Table 2 from a results table: selected test rows, one per system.
-
-    Metrics count ties at their expected value (the headline); two more columns show the share
-    of users whose positive is tied and Recall@5 with every tie counted against the positive.
-    """
-    table = {}
-    for _, row in selected_test_rows(results).iterrows():
-        entry = {name: (f"{row[name]:.4f} [{row[f'{name}_ci_low']:.3f}, "
-                        f"{row[f'{name}_ci_high']:.3f}]" if with_ci else round(row[name], 4))
-                 for name in metrics.METRICS}
-        if "tied_positive_share" in row and pd.notna(row["tied_positive_share"]):
-            entry["tied positives"] = f"{row['tied_positive_share']:.2f}"
-            entry["recall@5, ties lost"] = f"{row['recall@5_pessimistic']:.4f}"
-        table[row["label"]] = entry
-    return pd.DataFrame(table).T
-
-
-def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per system (the selected test row), in Table 2 order, with a display label."""
-    test = results[(results["split"] == "test") & results["selected"]]
-    known = (*reversed(BASELINES), *CLASSICAL, "tallrec", "llmtrsr-hierarchical",
-             "llmtrsr-recurrent")
-    present = list(dict.fromkeys(test["system"]))
-    order = ([s for s in known if s in present]  # Table 2's order, then any added baseline
-             + [s for s in present if s not in known])
-    rows = pd.concat([test[test["system"] == s].tail(1) for s in order], ignore_index=True)
-    stored = (rows["display_name"] if "display_name" in rows
-              else pd.Series([None] * len(rows), index=rows.index))
-    rows["label"] = [label if isinstance(label, str) and label else DISPLAY_NAMES.get(s, s)
-                     for s, label in zip(rows["system"], stored, strict=True)]
-    return rows
-
-
-def write_table2(results: pd.DataFrame, out: Path) -> None:
-    """Table 2 as ``table2.md`` and ``table2.csv`` in ``out`` (the one Table 2 writer)."""
-    table = table2(results)
-    table.to_csv(out / "table2.csv")
-    (out / "table2.md").write_text(table.to_markdown() + "\n", encoding="utf-8")
-
-
-# The results table's columns a reader of a committed results.csv needs (every metric with its
-# CI, and what made the row).
-REPORT_COLUMNS = ["system", "split", "epoch", "selected", "checkpoint", "train_examples",
-                  "n_users", "selection_score", "tied_positive_share", "candidates_per_second",
-                  "scoring_seconds", "params_hash", "git_commit", "kit_version"]
-
-
-def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
-    """This params' results, where figures go (``figures_dir``, or ``out_dir``): Table 2
-    (``table2.md``, ``table2.csv``), the results table (``results.csv``: every split, epoch
-    and checkpoint), the paired tests and the learning curve when the run made them. Returns
-    the files written."""
-    out_dir = Path(out_dir) if out_dir else cfg.figures_path
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = load_results(cfg, current=True)
-    write_table2(results, out_dir)
-    written = [out_dir / "table2.md", out_dir / "results.csv"]
-    metric_columns = [c for c in results.columns
-                      if c.split("_ci_")[0].removesuffix("_pessimistic") in metrics.METRICS]
-    columns = [c for c in REPORT_COLUMNS if c in results.columns]
-    results[columns[:7] + metric_columns + columns[7:]].to_csv(written[1], index=False)
-    for name in ("paired_tests.csv", "learning_curve.csv"):
-        source = results_dir(cfg) / name
-        if source.is_file():
-            written.append(out_dir / name)
-            written[-1].write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
-    return written
-
-
-def load_results(cfg: Config, current: bool = False) -> pd.DataFrame:
-    """The results table of ``cfg``'s work dir; with ``current``, only the rows these params
-    made (a work dir keeps the rows of earlier params beside them)."""
-    path = results_dir(cfg) / "metrics.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no results yet; run `llmtrsr evaluate`")
-    results = pd.read_parquet(path)
-    return results[results["params_hash"] == cfg.fingerprint()] if current else results
 
 
 def point_result(cfg: Config, system: str) -> dict[str, Any]:

@@ -115,8 +115,9 @@ def plot_learning_curve(curve: pd.DataFrame, levels: pd.DataFrame, out_dir: Path
         ax.fill_between(part["examples_seen"], part[f"{metric}_ci_low"],
                         part[f"{metric}_ci_high"], color=line.get_color(), alpha=0.12)
     for (_, row), style in zip(levels.iterrows(), (":", "--", "-."), strict=False):
+        name = row.get("display_name") or _label(row["system"])
         ax.axhline(row[metric], color="0.35", linestyle=style,
-                   label=f"{_label(row['system'])} ({row[metric]:.3f})")
+                   label=f"{name} ({row[metric]:.3f})")
     n_users = int(curve["n_users"].iloc[0]) if "n_users" in curve else 0
     ax.set(title=f"Learning curve: validation {_family(metric.split('@')[0])}@"
                  f"{metric.split('@')[1]} ({n_users} users, 95% CI)",
@@ -259,9 +260,9 @@ def _family(family: str) -> str:
 
 
 def _label(system: str) -> str:
-    from llmtrsr_utils.evaluate import DISPLAY_NAMES
+    from llmtrsr_utils.results import LABELS
 
-    return DISPLAY_NAMES.get(system, system)
+    return LABELS.get(system, system)
 
 
 GRID_FIGURES = {
@@ -279,7 +280,7 @@ def redraw(cfg, grid_files: list[Path] | None = None) -> tuple[list[Path], list[
     Returns (figures written, sources not found)."""
     from llmtrsr_utils import efficiency, grid
     from llmtrsr_utils.config import project_root
-    from llmtrsr_utils.evaluate import load_results, selected_test_rows, write_report
+    from llmtrsr_utils.results import load_results, selected_test_rows, write_report
 
     written: list[Path] = []
     missing: list[str] = []

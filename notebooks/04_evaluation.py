@@ -45,13 +45,13 @@ import pandas as pd
 
 from llmtrsr_utils import plots
 from llmtrsr_utils.config import load_config, use_project_root
-from llmtrsr_utils.evaluate import (
-             evaluate,
-             load_results,
-             results_dir,
-             selected_test_rows,
-             table2,
-             write_report,
+from llmtrsr_utils.evaluate import evaluate
+from llmtrsr_utils.results import (
+    load_results,
+    results_dir,
+    selected_test_rows,
+    table2,
+    write_report,
 )
 
 use_project_root()  # params paths are relative to the kit's checkout

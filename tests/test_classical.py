@@ -111,7 +111,7 @@ def test_missing_embedding_names_item_and_user():
 
 def test_baselines_command_fills_table2(tmp_path, movielens_dir):
     from llmtrsr_utils.cli import main
-    from llmtrsr_utils.evaluate import load_results
+    from llmtrsr_utils.results import load_results
 
     cfg = smoke_config(tmp_path, movielens_dir, "classical.max_epochs=2")
     overrides = [f"work_dir={cfg.work_dir}", f"data.dir={movielens_dir}",

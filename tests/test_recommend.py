@@ -241,7 +241,8 @@ def test_training_saves_each_epoch_and_resumes(tmp_path, movielens_dir):
 
 
 def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
-    from llmtrsr_utils.evaluate import evaluate, load_results, table2
+    from llmtrsr_utils.evaluate import evaluate
+    from llmtrsr_utils.results import load_results, table2
 
     cfg = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=2")
     for system in ("llmtrsr-hierarchical", "tallrec"):
@@ -274,6 +275,7 @@ def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
 def test_learning_curve_scores_each_checkpoint_once(tmp_path, movielens_dir, monkeypatch):
     from llmtrsr_utils import evaluate as evaluation
     from llmtrsr_utils import plots
+    from llmtrsr_utils.results import load_results
 
     # 6 users x 2 examples = 12 examples, 3 steps of 4; 2 checkpoints per epoch: a share of 1/2
     # -> every ceil(1.5) = 2 steps, then the end: steps 2 and 3.
@@ -294,7 +296,7 @@ def test_learning_curve_scores_each_checkpoint_once(tmp_path, movielens_dir, mon
     calls.clear()
     evaluation.evaluate(cfg, ["tallrec"], [], progress=False)
     assert len(calls) == 1
-    valid = evaluation.load_results(cfg).query("split == 'valid'").sort_values("epoch")
+    valid = load_results(cfg).query("split == 'valid'").sort_values("epoch")
     assert np.allclose(valid["recall@5"], curve["recall@5"])
     assert valid["selected"].sum() == 1
 

@@ -80,3 +80,27 @@ def test_tested_ranges_contain_the_pins():
     pinned = pyproject_pins()
     for name, (low, high) in TESTED_RANGES.items():
         assert Version(low) <= Version(pinned[name]) < Version(high), name
+
+
+def test_python_311_to_313_are_supported_and_found():
+    from packaging.specifiers import SpecifierSet
+
+    supported = SpecifierSet(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+                             ["requires-python"])
+    assert [v for v in ("3.10", "3.11", "3.12", "3.13", "3.14") if v in supported] == [
+        "3.11", "3.12", "3.13"]
+    # The Makefile's interpreter finder: this Python's version is found and runs; a version
+    # that is not installed prints nothing and fails.
+    import subprocess
+    import sys
+
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = subprocess.run([ROOT / "tools" / "find_python", "9.98", version],
+                           capture_output=True, text=True)
+    assert found.returncode == 0
+    ran = subprocess.run([found.stdout.strip(), "-c", "import sys; print(sys.version_info[:2])"],
+                         capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == str(sys.version_info[:2])
+    missing = subprocess.run([ROOT / "tools" / "find_python", "9.98"], capture_output=True,
+                             text=True)
+    assert missing.returncode == 1 and missing.stdout == ""

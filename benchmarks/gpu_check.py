@@ -104,12 +104,14 @@ def smoke_overrides(work: Path, *extra: str) -> list[str]:
 # -- stage 1: correctness with tiny-random-llama ---------------------------------------------
 
 def check_sft_bf16(log: Log, work: Path) -> None:
+    from llmtrsr_utils.pipeline import ensure_system_inputs
     from llmtrsr_utils.recommend import build_trainer
 
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"
     cfg = load_config(SMOKE, smoke_overrides(
         work / "sft", f"recommender.dtype={dtype}", "recommender.learning_rate=3e-3",
         "recommender.epochs=8", "data.n_train_users=6", "recommender.lora_dropout=0.0"))
+    ensure_system_inputs(cfg, "llmtrsr-hierarchical", ("train",), progress=False)
     trainer, info = build_trainer(cfg, "llmtrsr-hierarchical", work / "sft" / "adapter",
                                   progress=False, save_strategy="no")
     trainer.train()
@@ -310,8 +312,8 @@ def stage_throughput(log: Log, params: str) -> None:
 
 def stage_full(log: Log, params: str, steps: list[str]) -> None:
     from llmtrsr_utils.datasets.splits import SPLITS, prepare_dataset
-    from llmtrsr_utils.evaluate import evaluate
     from llmtrsr_utils.grid import run_grid
+    from llmtrsr_utils.pipeline import run_evaluation
     from llmtrsr_utils.recommend import SYSTEMS
     from llmtrsr_utils.summarize import PARADIGMS, summarize_split
 
@@ -333,9 +335,9 @@ def stage_full(log: Log, params: str, steps: list[str]) -> None:
                 timed(f"summaries_{split}_{paradigm}",
                       lambda s=split, p=paradigm: _summary_row(log, cfg, s, p, summarize_split))
     if "systems" in steps:
-        timed("systems", lambda: evaluate(cfg, tuple(SYSTEMS), ("random", "popularity",
-                                                                 "zero-shot"), reuse=True,
-                                          progress=False))
+        timed("systems", lambda: run_evaluation(cfg, tuple(SYSTEMS), ("random", "popularity",
+                                                                       "zero-shot"),
+                                                reuse=True, progress=False))
     for name in ("item_count", "recommender_size", "summarizer_size"):
         if name in steps:
             grid_file = ROOT / "params" / "ablations" / f"{name}.yaml"

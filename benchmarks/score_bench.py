@@ -36,6 +36,7 @@ from device_rates import matmul_rate, peak_memory_line
 from llmtrsr_utils.config import load_config
 from llmtrsr_utils.models import load_causal_lm
 from llmtrsr_utils.packing import build_tree
+from llmtrsr_utils.pipeline import ensure_system_inputs
 from llmtrsr_utils.recommend import answer_token_ids, split_prompts, system_config
 from llmtrsr_utils.scoring import (
     score_dynamic,
@@ -59,7 +60,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2)
     args = parser.parse_args()
 
-    cfg = system_config(load_config(args.params, args.overrides), "llmtrsr-hierarchical")
+    run_cfg = load_config(args.params, args.overrides)
+    ensure_system_inputs(run_cfg, "llmtrsr-hierarchical", ("test",), progress=False)
+    cfg = system_config(run_cfg, "llmtrsr-hierarchical")
     rec = cfg.recommender
     model, tokenizer = load_causal_lm(rec.model, dtype=rec.dtype, cache_dir=cfg.cache_dir)
     users, _ = split_prompts(cfg, "test", tokenizer, max_users=args.users)

@@ -37,6 +37,7 @@ from device_rates import matmul_rate, peak_memory_line
 from transformers import TrainerCallback
 
 from llmtrsr_utils.config import load_config
+from llmtrsr_utils.pipeline import ensure_system_inputs
 from llmtrsr_utils.recommend import build_trainer
 
 SYSTEM = "llmtrsr-hierarchical"
@@ -80,6 +81,7 @@ def measure(cfg, packing: str, steps: int, checkpointing: bool, out: Path) -> di
     per_step = 1 + cfg.data.train_negatives  # examples per micro-step on both paths
     cfg = with_recommender(cfg, packing=packing, batch_size=1 if packing == "tree" else per_step,
                            global_batch_size=per_step, gradient_checkpointing=checkpointing)
+    ensure_system_inputs(cfg, SYSTEM, ("train",), progress=False)
     trainer, _ = build_trainer(cfg, SYSTEM, out, progress=False, max_steps=steps + 1,
                                   save_strategy="no", logging_steps=1000)
     dataset = trainer.train_dataset

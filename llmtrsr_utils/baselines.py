@@ -11,7 +11,6 @@ positive, so a constant scorer can never look better than chance.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import re
@@ -27,6 +26,7 @@ from llmtrsr_utils.artifacts import atomic_path
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import NEGATIVES, user_rng
 from llmtrsr_utils.models import load_embedding_model, model_identity
+from llmtrsr_utils.registry import Registry
 
 log = logging.getLogger("llmtrsr")
 
@@ -236,7 +236,8 @@ class Baseline:
     score: Scorer
 
 
-REGISTRY: dict[str, Baseline] = {}
+# Every baseline by name; ``--baselines package.module`` imports a module that registers one.
+REGISTRY: Registry[Baseline] = Registry("baseline", "--baselines")
 
 
 def register(name: str, display_name: str) -> Callable[[Scorer], Scorer]:
@@ -251,32 +252,17 @@ def register(name: str, display_name: str) -> Callable[[Scorer], Scorer]:
             ...  # (n_users, 1 + n_negatives) floats, the positive in column 0
     """
     def add(scorer: Scorer) -> Scorer:
-        if name in REGISTRY and REGISTRY[name].score is not scorer:
-            raise ValueError(f"baseline {name!r} is registered twice")
-        REGISTRY[name] = Baseline(name, display_name, scorer)
+        known = REGISTRY.get(name)
+        REGISTRY.add(name, known if known and known.score is scorer
+                     else Baseline(name, display_name, scorer), scorer.__module__)
         return scorer
     return add
 
 
 def find(name: str) -> Baseline:
-    """A registered baseline by name; a name with a dot is first imported as a module
-    (``package.module``), whose :func:`register` call adds the baseline of that name, so a
-    baseline written outside the kit is used as ``--baselines package.module``."""
-    if name not in REGISTRY and "." in name:
-        try:
-            module = importlib.import_module(name)
-        except ImportError as err:
-            raise ValueError(f"baseline {name!r}: cannot import module {name} ({err})") from None
-        found = [b for b in REGISTRY.values() if b.score.__module__ == module.__name__]
-        if len(found) != 1:
-            raise ValueError(f"baseline module {name!r} must register exactly one baseline "
-                             f"with llmtrsr_utils.baselines.register; it registered "
-                             f"{len(found)}")
-        REGISTRY[name] = found[0]
-    if name not in REGISTRY:
-        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(REGISTRY)} (or a "
-                         f"module path package.module that registers one)")
-    return REGISTRY[name]
+    """A registered baseline by name, or by the module path of a file that registers one
+    (``--baselines package.module``)."""
+    return REGISTRY.find(name)
 
 
 @register("random", "Random")

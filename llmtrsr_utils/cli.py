@@ -78,15 +78,11 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.recommend import SYSTEMS, is_system, train_system
+    from llmtrsr_utils.pipeline import system_names, train
 
     cfg = _config(args)
-    systems = list(SYSTEMS) if args.system == "all" else [args.system]
-    if not all(is_system(system) for system in systems):
-        raise ConfigError(f"--system {args.system!r}: expected all, "
-                          f"{', '.join(SYSTEMS)} or llmtrsr-<paradigm module path>")
-    for system in systems:
-        record = train_system(cfg, system, progress=not args.no_progress)
+    for system in system_names(args.system):
+        record = train(cfg, system, progress=not args.no_progress)
         print(f"{system:<22} {record['global_step']:>5} steps  {record['examples']:>5} examples  "
               f"loss {record['train_loss']:.4f}  {record['seconds_per_step']:.2f} s/step  "
               f"-> {record['output_dir']}")
@@ -94,27 +90,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.evaluate import ALL_BASELINES
-    from llmtrsr_utils.evaluate import evaluate as run_evaluation
-    from llmtrsr_utils.recommend import SYSTEMS
+    from llmtrsr_utils.pipeline import run_evaluation
     from llmtrsr_utils.results import results_dir, table2
 
     cfg = _config(args)
-    systems = _choice_list(args.systems, SYSTEMS, "--systems", modules=True)
-    names = _choice_list(args.baselines, ALL_BASELINES, "--baselines", modules=True)
-    rows = run_evaluation(cfg, systems, names, progress=not args.no_progress)
+    rows = run_evaluation(cfg, args.systems, args.baselines, progress=not args.no_progress)
     print(table2(rows).to_string())
     print(f"\nresults: {results_dir(cfg) / 'metrics.parquet'} (and table2.md, scores/)")
     return 0
 
 
 def cmd_baselines(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.evaluate import CLASSICAL
-    from llmtrsr_utils.evaluate import evaluate as run_evaluation
+    from llmtrsr_utils.pipeline import classical_names, run_evaluation
     from llmtrsr_utils.results import results_dir
 
     cfg = _config(args)
-    names = _choice_list(args.models, CLASSICAL, "--models")
+    names = classical_names(args.models)
     run_evaluation(cfg, [], names, progress=not args.no_progress, reuse=not args.force)
     out = results_dir(cfg)
     print((out / "table2.md").read_text())
@@ -126,19 +117,6 @@ def cmd_baselines(args: argparse.Namespace) -> int:
                   f"{record['best_epoch']:>3} of {record['epochs_run']}")
     print(f"\nresults: {out / 'metrics.parquet'}")
     return 0
-
-
-def _choice_list(text: str, known, flag: str, modules: bool = False) -> list[str]:
-    """Names from a comma list, each known (or, with ``modules``, a name with a dot: a module
-    written outside the kit, a baseline or llmtrsr-<paradigm module>, checked when used)."""
-    if text in ("all", ""):
-        return list(known) if text == "all" else []
-    chosen = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in known and not (modules and "." in name)]
-    if unknown:
-        raise ConfigError(f"{flag}: unknown {', '.join(unknown)}; choose from "
-                          f"{', '.join(known)}, 'all' or ''")
-    return chosen
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
@@ -174,7 +152,7 @@ def _axis(text: str) -> tuple[str, list]:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.plots import redraw
+    from llmtrsr_utils.report import redraw
 
     cfg = _config(args)
     written, missing = redraw(cfg)
@@ -185,6 +163,19 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0 if written else 2
 
 
+def _command(commands, name: str, func, *, params: bool = True, progress: bool = False,
+             **texts: str) -> argparse.ArgumentParser:
+    """A subcommand running ``func``: with --params/--set unless ``params`` is false, and
+    --no-progress with ``progress``; ``texts``: argparse's help and description."""
+    parser = commands.add_parser(name, **texts)
+    if params:
+        _add_params(parser)
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmtrsr", description="LLM-TRSR research kit: data, summaries, LoRA recommender, "
@@ -192,99 +183,90 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    data = commands.add_parser(
-        "data", help="load, filter and split a dataset; draw negatives",
+    data = _command(
+        commands, "data", cmd_data,
+        help="load, filter and split a dataset; draw negatives",
         description="Write <work_dir>/data/{items,train,valid,test}.parquet and manifest.json. "
                     "Reuses an existing result made with the same params unless --force.")
-    _add_params(data)
     data.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    data.set_defaults(func=cmd_data)
 
-    models = commands.add_parser(
-        "models", help="list the named models and whether they load offline",
+    models = _command(
+        commands, "models", cmd_models, params=False,
+        help="list the named models and whether they load offline",
         description="List registry models: kind, size, licence, source, offline availability.")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    models.set_defaults(func=cmd_models)
 
-    summarize = commands.add_parser(
-        "summarize", help="write hierarchical and/or recurrent preference summaries",
+    summarize = _command(
+        commands, "summarize", cmd_summarize, progress=True,
+        help="write hierarchical and/or recurrent preference summaries",
         description="Summarize each user's history with the summarizer LLM. Generations are "
                     "cached (SQLite) and a rerun, or a run after a crash, skips what is done. "
                     "Runs under `accelerate launch` too, splitting users between processes.")
-    _add_params(summarize)
     summarize.add_argument("--paradigm", default="both",
                            help="hierarchical, recurrent, both (default), or a paradigm's "
                                 "module path package.module (README: add a paradigm)")
     summarize.add_argument("--split", choices=["train", "valid", "test", "all"], default="all")
-    summarize.add_argument("--no-progress", action="store_true", help="no progress bars")
-    summarize.set_defaults(func=cmd_summarize)
 
-    train = commands.add_parser(
-        "train", help="LoRA SFT of the recommender (LLM-TRSR and TALLRec systems)",
+    train = _command(
+        commands, "train", cmd_train, progress=True,
+        help="LoRA SFT of the recommender (LLM-TRSR and TALLRec systems)",
         description="Fine-tune the recommender with trl's SFTTrainer and a peft LoRA adapter on "
                     "the training users; saves the adapter every epoch and resumes from the "
                     "last checkpoint. Runs under `accelerate launch` too.")
-    _add_params(train)
     train.add_argument("--system", default="all",
-                       help="all (default), llmtrsr-hierarchical, llmtrsr-recurrent, tallrec, "
-                            "or llmtrsr-<paradigm module path>")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.set_defaults(func=cmd_train)
+                       help="a system (llmtrsr-<paradigm>, tallrec), a comma list, or all "
+                            "(default: every built-in one); llmtrsr-<paradigm module path> for "
+                            "a paradigm outside the kit")
 
-    evaluate = commands.add_parser(
-        "evaluate", help="score every system and baseline; metrics with CIs; Table 2",
+    evaluate = _command(
+        commands, "evaluate", cmd_evaluate, progress=True,
+        help="score every system and baseline; metrics with CIs; Table 2",
         description="Select each LLM system's best epoch on validation (Recall@3+5+10), score "
                     "it on test, add the baselines, and write <work_dir>/results/metrics.parquet, "
                     "per-user scores, table2.md and paired bootstrap tests against TALLRec, "
                     "the zero-shot LLM and Random.")
-    _add_params(evaluate)
     evaluate.add_argument("--systems", default="all",
-                          help="comma list of llmtrsr-hierarchical, llmtrsr-recurrent, tallrec, "
-                               "or llmtrsr-<paradigm module path> (README: add a paradigm); "
-                               "'all' (default) or '' for none")
+                          help="comma list of LLM systems (llmtrsr-<paradigm>, tallrec, "
+                               "llmtrsr-<paradigm module path>: README, add a paradigm); "
+                               "'all' (default: every built-in one) or '' for none")
     evaluate.add_argument("--baselines", default="all",
-                          help="comma list of random, popularity, embedding, zero-shot, ncf, "
-                               "din, dien, gru4rec, narm, sasrec, core, or a module path "
-                               "(package.module) that registers a baseline (README: add a "
-                               "baseline); 'all' (default) or '' for none")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
-    evaluate.set_defaults(func=cmd_evaluate)
+                          help="comma list of registered baselines, zero-shot and the "
+                               "classical models, or a module path (package.module) that "
+                               "registers one (README: add a baseline); 'all' (default: "
+                               "every built-in one) or '' for none; an unknown name lists them")
 
-    classical_models = commands.add_parser(
-        "baselines", help="train and evaluate Table 2's classical recommenders",
+    classical_models = _command(
+        commands, "baselines", cmd_baselines, progress=True,
+        help="train and evaluate Table 2's classical recommenders",
         description="NCF, DIN, DIEN, GRU4Rec, NARM, SASRec and CORE over frozen text "
                     "embeddings of the items (classical.encoder, MiniLM by default), trained on "
                     "the LLM recommender's training users with early stopping on validation, "
                     "scored on the same 1 + 20 candidates; rows go into the results table and "
                     "Table 2. Models already evaluated with these params are reused.")
-    _add_params(classical_models)
     classical_models.add_argument("--models", default="all",
-                                  help="comma list of ncf, din, dien, gru4rec, narm, sasrec, "
-                                       "core; 'all' (default)")
+                                  help="comma list of the classical models named above; "
+                                       "'all' (default)")
     classical_models.add_argument("--force", action="store_true",
                                   help="train again even if evaluated with these params")
-    classical_models.add_argument("--no-progress", action="store_true", help="no progress bars")
-    classical_models.set_defaults(func=cmd_baselines)
 
-    notebooks = commands.add_parser(
-        "notebooks", help="run the notebook series with papermill",
+    notebooks = _command(
+        commands, "notebooks", cmd_notebooks,
+        help="run the notebook series with papermill",
         description="Execute notebooks/NN_*.ipynb in order with the params injected; executed "
                     "copies go to <work_dir>/notebooks.")
-    _add_params(notebooks)
     notebooks.add_argument("--only", action="append", default=[], metavar="PREFIX",
                            help="run only notebooks whose name starts with PREFIX (repeatable)")
     notebooks.add_argument("--output-dir", default=None, help="where executed notebooks go")
-    notebooks.set_defaults(func=cmd_notebooks)
 
-    grid = commands.add_parser(
-        "run-grid", help="run a notebook for every point of a grid (ablations)",
+    grid = _command(
+        commands, "run-grid", cmd_run_grid,
+        help="run a notebook for every point of a grid (ablations)",
         description="Execute the grid file's notebook with papermill for every combination of "
                     "its axes into <runs_dir>/<grid>/<point>/ and append a row per finished "
                     "point to <runs_dir>/<grid>/results.parquet. Points already there are "
                     "skipped; a failed point is reported at the end (exit 1) and the others "
                     "still run.")
     grid.add_argument("grid", help="grid YAML, e.g. params/ablations/item_count.yaml")
-    _add_params(grid)
     grid.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2",
                       help="run only these values of one axis (repeatable), e.g. "
                            "--axis recommender.item_num=0,3")
@@ -292,14 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--in-process", action="store_true",
                       help="run each point's calls in this process instead of a papermill "
                            "notebook (no Jupyter kernel needed, e.g. on a GPU node)")
-    grid.set_defaults(func=cmd_run_grid)
 
-    figures = commands.add_parser(
-        "figures", help="redraw every results figure from the saved tables",
+    _command(
+        commands, "figures", cmd_figures,
+        help="redraw every results figure from the saved tables",
         description="Draw Table 2, Figures 9 to 11 and the efficiency charts into figures_dir "
                     "from the results tables a run left; nothing is recomputed.")
-    _add_params(figures)
-    figures.set_defaults(func=cmd_figures)
     return parser
 
 

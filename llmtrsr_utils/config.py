@@ -35,7 +35,8 @@ ENV_CACHE_DIR = "LLMTRSR_CACHE_DIR"
 # Where outputs go and how fast they are made: no effect on any number a run reports.
 NOT_IN_FINGERPRINT = ("work_dir", "runs_dir", "figures_dir", "cache_dir", "ablations",
                       "summarizer.batch_size", "summarizer.cache_file",
-                      "recommender.score_batch_size", "recommender.scorer")
+                      "recommender.score_batch_size", "recommender.scorer",
+                      "recommender.merge_adapter")
 
 
 # Keys that existed once: an old params file gets told what replaced them.
@@ -213,6 +214,11 @@ class RecommenderConfig(ModelSettings):
     scorer: str = field(default="tree", metadata=_choices("tree", "prefix_cache"))
     # Candidates per forward pass (tree: whole users, at least one per forward).
     score_batch_size: int = field(default=32, metadata=_at_least(1))
+    # Fold the LoRA weights into the base linears before scoring (peft merge_and_unload): one
+    # matmul per linear instead of three. SmolLM2-135M, all-linear LoRA, 2 cores: 1.22x faster
+    # forward, logits within 6e-5 in float32 (rounding of W + BA), so like `scorer` it is left
+    # out of the fingerprint. false: score through the unmerged peft model.
+    merge_adapter: bool = True
 
 
 @dataclass

@@ -60,6 +60,7 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
 
     from llmtrsr_utils.evaluate import score_llm
     from llmtrsr_utils.models import default_device, load_model
+    from llmtrsr_utils.pipeline import ensure_system_inputs
     from llmtrsr_utils.recommend import (
         answer_token_ids,
         build_trainer,
@@ -67,11 +68,12 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
         system_config,
     )
 
+    ensure_system_inputs(cfg, system, ("train", "test"), progress=False)
     scfg = system_config(cfg, system)
     rec = scfg.recommender
     device = default_device()
     model, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
-    users, counts = split_prompts(scfg, "test", tokenizer, max_users=n_users, progress=False)
+    users, counts = split_prompts(scfg, "test", tokenizer, max_users=n_users)
     lengths = np.array([len(tokenizer(p)["input_ids"]) for u in users for p in u.prompts])
     row: dict[str, Any] = {"system": system, "device": device, "users": len(users),
                            "prompt_tokens_mean": float(lengths.mean()),
@@ -148,8 +150,8 @@ def prompt_growth(cfg: Config, lengths: Sequence[int] = (1, 5, 10, 20, 40, 80, 1
     Written to ``<work_dir>/efficiency/prompt_growth.parquet`` for `llmtrsr figures`."""
     from llmtrsr_utils.datasets.splits import load_items, prepare_dataset, read_manifest
     from llmtrsr_utils.models import load_model_tokenizer
+    from llmtrsr_utils.pipeline import summaries_for
     from llmtrsr_utils.recommend import RecommendationPrompts, system_config
-    from llmtrsr_utils.summarize import summaries_for
 
     data_dir = prepare_dataset(cfg)
     domain = read_manifest(data_dir)["domain"]

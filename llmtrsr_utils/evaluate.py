@@ -10,6 +10,7 @@ timings, the prompt shortening counts, and the params, versions and commit that 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -44,9 +45,9 @@ from llmtrsr_utils.recommend import (
     list_checkpoints,
     split_prompts,
     system_config,
-    train_system,
     training_record,
 )
+from llmtrsr_utils.records import ResultRow
 from llmtrsr_utils.results import (
     LABELS,
     load_results,
@@ -105,46 +106,40 @@ def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: flo
     per_user = scores.per_user()  # ties at their expected value: the headline
     pessimistic = metrics.per_user_metrics(scores.scores, ties="pessimistic")
     ci = metrics.bootstrap_ci(per_user, seed=cfg.seed, metrics=metrics.METRICS)
-    row: dict[str, Any] = {"system": system, "split": split, "epoch": epoch,
-                           "selected": selected, "n_users": len(per_user),
-                           "selection_score": metrics.selection_score(per_user),
-                           "tied_positive_share": float(per_user["tied"].mean())}
+    values: dict[str, float] = {}
     for name in metrics.METRICS:
-        row[name] = float(ci.loc[name, "mean"])
-        row[f"{name}_ci_low"] = float(ci.loc[name, "ci_low"])
-        row[f"{name}_ci_high"] = float(ci.loc[name, "ci_high"])
-        row[f"{name}_pessimistic"] = float(pessimistic[name].mean())
+        values[name] = float(ci.loc[name, "mean"])
+        values[f"{name}_ci_low"] = float(ci.loc[name, "ci_low"])
+        values[f"{name}_ci_high"] = float(ci.loc[name, "ci_high"])
+        values[f"{name}_pessimistic"] = float(pessimistic[name].mean())
     n_candidates = scores.scores.size
-    row.update({"display_name": DISPLAY_NAMES.get(system, system),  # Table 2's label
-                "scoring_seconds": round(scores.seconds, 3),
-                "candidates_per_second": round(n_candidates / scores.seconds, 2)
-                if scores.seconds else None,
-                "dataset": cfg.data.name, "recommender": cfg.recommender.model,
-                "summarizer": cfg.summarizer.model, "summary": cfg.recommender.summary,
-                "summarizer_prompt_format": cfg.summarizer.prompt_format,
-                "recommender_prompt_format": cfg.recommender.prompt_format,
-                "item_num": cfg.recommender.item_num, "seed": cfg.seed,
-                "params_hash": run_hash, "system_params_hash": cfg.fingerprint(),
-                "kit_version": llmtrsr_utils.__version__,
-                "git_commit": git_commit(), "library_versions": json.dumps(library_versions()),
-                **extra})
-    return row
+    return ResultRow(
+        system=system, split=split, epoch=epoch, selected=selected, n_users=len(per_user),
+        selection_score=metrics.selection_score(per_user),
+        tied_positive_share=float(per_user["tied"].mean()), metrics=values,
+        display_name=DISPLAY_NAMES.get(system, system),
+        scoring_seconds=round(scores.seconds, 3),
+        candidates_per_second=round(n_candidates / scores.seconds, 2) if scores.seconds
+        else None,
+        dataset=cfg.data.name, recommender=cfg.recommender.model,
+        summarizer=cfg.summarizer.model, summary=cfg.recommender.summary,
+        summarizer_prompt_format=cfg.summarizer.prompt_format,
+        recommender_prompt_format=cfg.recommender.prompt_format,
+        item_num=cfg.recommender.item_num, seed=cfg.seed,
+        params_hash=run_hash, system_params_hash=cfg.fingerprint(),
+        kit_version=llmtrsr_utils.__version__, git_commit=git_commit(),
+        library_versions=json.dumps(library_versions()), extra=extra).to_dict()
 
 
 def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
                         ) -> tuple[list[dict[str, Any]], dict[str, UserScores]]:
     """Score every epoch on validation, the best on test."""
-    from peft import PeftModel
-
     scfg = system_config(cfg, system)
     rec = scfg.recommender
-    if not is_trained(cfg, system):  # a notebook or grid point run alone trains what it lacks
-        log.info("%s: no finished adapter at %s; training it first", system,
-                 adapter_dir(cfg, system))
-        train_system(cfg, system, progress=progress)
+    require_trained(cfg, system)
     checkpoints = list_checkpoints(adapter_dir(scfg, system))
     base, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
-    test_users, test_counts = split_prompts(scfg, "test", tokenizer, progress=progress)
+    test_users, test_counts = split_prompts(scfg, "test", tokenizer)
     yes_id, no_id = answer_token_ids(tokenizer, test_users[0].prompts[0], rec.answer_words)
     rows, kept = [], {}
     best: tuple[float, float, Path] | None = None
@@ -166,7 +161,7 @@ def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True
     _, best_epoch, best_checkpoint = best
     for row in rows:
         row["selected"] = row["epoch"] == best_epoch
-    model = PeftModel.from_pretrained(base, str(best_checkpoint)).eval()
+    model = with_adapter(base, best_checkpoint, rec.merge_adapter, keep_base=False)
     kept["test"] = score_llm(model, tokenizer, test_users, yes_id, no_id, rec)
     rows.append(_row(scfg, system, "test", kept["test"], epoch=best_epoch, selected=True,
                      extra={"checkpoint": str(best_checkpoint), **_prefixed(test_counts)},
@@ -194,12 +189,10 @@ def validation_rows(cfg: Config, system: str, base, tokenizer, *, progress: bool
     Returns:
         (rows, scores by checkpoint folder (or ``"untrained"``), base).
     """
-    from peft import PeftModel
-
     scfg = system_config(cfg, system)
     rec = scfg.recommender
     folder = adapter_dir(scfg, system)
-    users, counts = split_prompts(scfg, "valid", tokenizer, progress=progress)
+    users, counts = split_prompts(scfg, "valid", tokenizer)
     yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     extra = {**_prefixed(counts), "train_examples": training_record(cfg, system)["examples"]}
     rows, scores = [], {}
@@ -209,15 +202,52 @@ def validation_rows(cfg: Config, system: str, base, tokenizer, *, progress: bool
                                           else "untrained_valid_scores.parquet")
         found = _cached_scores(cache, users)
         if found is None:
-            model = (PeftModel.from_pretrained(base, str(checkpoint)) if checkpoint
-                     else base).eval()
+            model = (with_adapter(base, checkpoint, rec.merge_adapter, keep_base=True)
+                     if checkpoint else base.eval())
             found = score_llm(model, tokenizer, users, yes_id, no_id, rec)
-            base = model.unload() if checkpoint else base  # the next checkpoint starts clean
+            if checkpoint and not rec.merge_adapter:
+                base = model.unload()  # the next checkpoint starts from the clean base
             write_parquet(found.frame().assign(seconds=found.seconds), cache)
         scores[name] = found
         rows.append(_row(scfg, system, "valid", found, epoch=epoch, selected=False,
                          extra={"checkpoint": name, **extra}, run_hash=cfg.fingerprint()))
     return rows, scores, base
+
+
+class AdapterMissingError(FileNotFoundError):
+    """An LLM system is evaluated before its training finished; ``llmtrsr train`` or
+    ``llmtrsr_utils.pipeline.ensure_adapter`` trains it."""
+
+
+def require_trained(cfg: Config, system: str) -> None:
+    """Raise :class:`AdapterMissingError` unless the system's training finished."""
+    if not is_trained(cfg, system):
+        raise AdapterMissingError(f"{adapter_dir(cfg, system)}: {system} has no finished "
+                                  f"adapter for these params; run `llmtrsr train --systems "
+                                  f"{system}` (or llmtrsr evaluate, which trains first)")
+
+
+def with_adapter(base, checkpoint: Path, merge: bool, *, keep_base: bool):
+    """``base`` with the LoRA adapter saved at ``checkpoint``, in eval mode.
+
+    Args:
+        base: the recommender without adapter.
+        checkpoint: a folder peft saved (adapter_config.json, adapter_model.safetensors).
+        merge: fold the adapter into the base weights (``merge_and_unload``); faster scoring.
+        keep_base: merge into a copy, so ``base`` stays clean for the next checkpoint (merging
+            in place and subtracting again would leave rounding in the weights, and a later
+            checkpoint's scores would depend on whether an earlier one was cached).
+
+    Returns:
+        A model to score with: a merged plain model, or the peft model (``unload()`` gives the
+        clean base back).
+    """
+    from peft import PeftModel
+
+    if merge and keep_base:
+        base = copy.deepcopy(base)
+    model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
+    return model.merge_and_unload().eval() if merge else model
 
 
 def _cached_scores(path: Path, users: list[UserPrompts]) -> UserScores | None:
@@ -240,7 +270,8 @@ def learning_curve(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS), *,
     the levels to draw beside it (Random, Popularity and the zero-shot LLM on validation).
 
     Needs more than one checkpoint (``recommender.checkpoints_per_epoch`` or ``epochs``).
-    Trains a system that is not trained yet. Writes ``<work_dir>/results/learning_curve.csv``.
+    Every system must be trained (``pipeline.learning_curve`` trains first). Writes
+    ``<work_dir>/results/learning_curve.csv``.
 
     Returns:
         (curve: one row per system and checkpoint with ``examples_seen``; levels: one row per
@@ -249,8 +280,7 @@ def learning_curve(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS), *,
     out = check_writable(results_dir(cfg))
     rows = []
     for system in systems:
-        if not is_trained(cfg, system):
-            train_system(cfg, system, progress=progress)
+        require_trained(cfg, system)
         rec = system_config(cfg, system).recommender
         base, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
         rows += validation_rows(cfg, system, base, tokenizer, progress=progress)[0]
@@ -261,7 +291,7 @@ def learning_curve(cfg: Config, systems: Sequence[str] = tuple(SYSTEMS), *,
     curve["examples_seen"] = (curve["epoch"] * curve["train_examples"]).round().astype(int)
     levels = [evaluate_baseline(cfg, name, progress=progress)[0][0]
               for name in ("random", "popularity")]
-    untrained = curve[(curve["system"] == "llmtrsr-hierarchical")
+    untrained = curve[(curve["system"] == ZERO_SHOT_PROMPTS)
                       & (curve["checkpoint"] == UNTRAINED)]
     levels += [{**row, "system": "zero-shot", "display_name": DISPLAY_NAMES["zero-shot"]}
                for row in untrained.to_dict("records")]
@@ -278,9 +308,13 @@ def _prefixed(counts: dict[str, int]) -> dict[str, int]:
     return {f"prompt_{k}": v for k, v in counts.items() if k != "users"}
 
 
+# The zero-shot LLM reads this system's prompts (its summaries, recent items, candidate).
+ZERO_SHOT_PROMPTS = "llmtrsr-hierarchical"
+
+
 def evaluate_zero_shot(cfg: Config) -> tuple[list[dict[str, Any]], dict[str, UserScores]]:
     """The untrained recommender on test users (nothing to select, so no validation)."""
-    scfg = system_config(cfg, "llmtrsr-hierarchical")
+    scfg = system_config(cfg, ZERO_SHOT_PROMPTS)
     rec = scfg.recommender
     model, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
     rows, kept = [], {}

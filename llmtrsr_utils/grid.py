@@ -291,9 +291,10 @@ def run_grid(grid_file: str | Path, params_file: str | Path,
 def _run_point_inprocess(cfg: Config, system: str, result_file: Path) -> None:
     """What ``notebooks/grid_point.ipynb`` does, without a kernel."""
     from llmtrsr_utils.artifacts import write_json
-    from llmtrsr_utils.evaluate import evaluate, point_result
+    from llmtrsr_utils.evaluate import point_result
+    from llmtrsr_utils.pipeline import run_evaluation
 
-    evaluate(cfg, [system], [], reuse=True, write_tables=False)  # trains first when needed
+    run_evaluation(cfg, [system], [], reuse=True, write_tables=False)  # trains what it lacks
     write_json(point_result(cfg, system), result_file)
 
 

@@ -47,8 +47,9 @@ from llmtrsr_utils.models import (
 )
 from llmtrsr_utils.packing import TreeCollator, build_tree, loss_items
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
+from llmtrsr_utils.records import TrainingRecord
 from llmtrsr_utils.segmentation import ELLIPSIS, PromptTooLongError
-from llmtrsr_utils.summarize import PARADIGM_REGISTRY, ensure_summaries
+from llmtrsr_utils.summarize import PARADIGM_REGISTRY, load_summaries
 
 log = logging.getLogger("llmtrsr")
 
@@ -234,11 +235,12 @@ def answer_token_ids(tokenizer, prompt: str, answers: list[str]) -> tuple[int, i
 
 # -- data for a split ------------------------------------------------------------------------------
 
-def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None = None,
-                  progress: bool = True) -> tuple[list[UserPrompts], dict[str, int]]:
-    """Prompts for every user of a split under cfg's recommender settings (summaries are
-    computed first if missing). The counts say what was shortened: summaries cut to fit the
-    prompt, recent items dropped, and final summaries the summarizer cut at max_new_tokens."""
+def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None = None
+                  ) -> tuple[list[UserPrompts], dict[str, int]]:
+    """Prompts for every user of a split under cfg's recommender settings (the summaries must
+    be there and current: ``pipeline.ensure_summaries``). The counts say what was shortened:
+    summaries cut to fit the prompt, recent items dropped, and final summaries the summarizer
+    cut at max_new_tokens."""
     data_dir = prepare_dataset(cfg)
     domain = read_manifest(data_dir)["domain"]
     item_text = load_items(data_dir).set_index(ITEM_ID)["text"]
@@ -248,7 +250,7 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
     summaries: dict[str, str] = {}
     cut: dict[str, bool] = {}
     if cfg.recommender.summary != "none":
-        table = ensure_summaries(cfg, split, cfg.recommender.summary, progress=progress)
+        table = load_summaries(cfg, split, cfg.recommender.summary, current=True)
         summaries = dict(zip(table[USER_ID], table["final_summary"], strict=True))
         cut = dict(zip(table[USER_ID], table["final_summary_cut"], strict=True))
     builder = RecommendationPrompts(cfg, tokenizer, domain)
@@ -446,7 +448,7 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
     processes = process_count()
     accumulation_steps(cfg, processes)  # refuse an impossible global batch before any loading
     tokenizer = load_model_tokenizer(rec, cache_dir=cfg.cache_dir, padding_side="right")
-    users, counts = split_prompts(cfg, "train", tokenizer, progress=progress)
+    users, counts = split_prompts(cfg, "train", tokenizer)
     answer_ids = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     examples = training_examples(users, rec.answer_words)
     device = default_device()
@@ -504,19 +506,19 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - began
     state = trainer.state
-    record = {
-        "system": system, "model": rec.model, "output_dir": str(out_dir),
-        "examples": info["examples"], "lora_targets": info["lora_targets"],
-        "answer_token_ids": info["answer_token_ids"],
-        "global_step": state.global_step, "max_steps": state.max_steps,
-        "epochs": rec.epochs, "resumed_from": last, **info["batch"],
-        "prompt_format": info["prompt_format"], "train_seconds": round(seconds, 2),
-        "seconds_per_step": round(seconds / max(1, state.global_step - _step_of(last)), 3),
-        "train_loss": result.training_loss, "log_history": state.log_history,
-        "prompt_counts": info["prompt_counts"],
-        "checkpoints": [str(p) for _, p in list_checkpoints(out_dir)],
-        **provenance(cfg),
-    }
+    record = TrainingRecord(
+        system=system, model=rec.model, output_dir=str(out_dir),
+        examples=info["examples"], lora_targets=info["lora_targets"],
+        answer_token_ids=list(info["answer_token_ids"]),
+        global_step=state.global_step, max_steps=state.max_steps,
+        epochs=rec.epochs, resumed_from=last, batch=info["batch"],
+        prompt_format=info["prompt_format"], train_seconds=round(seconds, 2),
+        seconds_per_step=round(seconds / max(1, state.global_step - _step_of(last)), 3),
+        train_loss=result.training_loss, log_history=state.log_history,
+        prompt_counts=info["prompt_counts"],
+        checkpoints=[str(p) for _, p in list_checkpoints(out_dir)],
+        provenance=provenance(cfg),
+    ).to_dict()
     if trainer.is_world_process_zero():  # one record for a multi-process launch
         write_json(record, out_dir / "training.json")
     return record

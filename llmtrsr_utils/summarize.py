@@ -17,7 +17,6 @@ summaries), which splitting users could not promise. The main process writes the
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
@@ -47,6 +46,8 @@ from llmtrsr_utils.models import (
     model_slug,
 )
 from llmtrsr_utils.prompts import PromptFormatter, hierarchical_merge, recurrent_update
+from llmtrsr_utils.records import SummaryRecord
+from llmtrsr_utils.registry import Registry
 from llmtrsr_utils.segmentation import Block, PromptFitter, split_into_blocks
 
 log = logging.getLogger("llmtrsr")
@@ -169,67 +170,6 @@ class Summarizer:
             state.final_summary_cut = "hit_max_new_tokens" in result.flags
         return [r.text for r in results]
 
-    def hierarchical(self, users: list[UserHistory]) -> list[UserSummary]:
-        states = self.start(users, "hierarchical")
-        jobs = [(s, f"block {b.index + 1}", b.fitted.prompt) for s in states for b in s.blocks]
-        texts = iter(self.generate_texts(jobs, f"hierarchical layer 0, {len(states)} users"))
-        for state in states:
-            state.layers.append([next(texts) for _ in state.blocks])
-        fan_in = self.cfg.summarizer.fan_in
-        layer = 1
-        while any(len(s.layers[-1]) > 1 for s in states):
-            jobs, plans = [], []
-            for state in states:
-                current = state.layers[-1]
-                if len(current) == 1:
-                    continue
-                groups = split_into_blocks(current, fan_in or len(current))
-                plan = []
-                for g, group in enumerate(groups):
-                    if len(group) == 1:  # nothing to merge: carried up unchanged
-                        plan.append(group[0])
-                        continue
-                    fitted = self.fitter.fit(
-                        lambda t: hierarchical_merge(self.domain, t), group,
-                        what=f"user {state.user_id} layer {layer} merge prompt")
-                    state.texts_shortened += fitted.shortened
-                    plan.append(None)
-                    jobs.append((state, f"layer {layer} group {g + 1}", fitted.prompt))
-                plans.append((state, plan))
-            texts = iter(self.generate_texts(jobs, f"hierarchical layer {layer}, "
-                                                   f"{len(plans)} users"))
-            for state, plan in plans:
-                state.layers.append([text if text is not None else next(texts)
-                                     for text in plan])
-            layer += 1
-        return states
-
-    def recurrent(self, users: list[UserHistory]) -> list[UserSummary]:
-        states = self.start(users, "recurrent")
-        jobs = [(s, "block 1", s.blocks[0].fitted.prompt) for s in states]
-        texts = self.generate_texts(jobs, f"recurrent step 1, {len(states)} users")
-        for state, text in zip(states, texts, strict=True):
-            state.steps.append(text)
-        step = 1
-        while True:
-            active = [s for s in states if len(s.blocks) > step]
-            if not active:
-                break
-            jobs = []
-            for state in active:
-                block = state.blocks[step]
-                fitted = self.fitter.fit(
-                    lambda t: recurrent_update(self.domain, t[0], t[1:]),
-                    [state.steps[-1], *block.items],
-                    what=f"user {state.user_id} step {step + 1} update prompt")
-                state.texts_shortened += fitted.shortened
-                jobs.append((state, f"step {step + 1}", fitted.prompt))
-            texts = self.generate_texts(jobs, f"recurrent step {step + 1}, {len(active)} users")
-            for state, text in zip(active, texts, strict=True):
-                state.steps.append(text)
-            step += 1
-        return states
-
     def run(self, paradigm: str, users: list[UserHistory]) -> list[UserSummary]:
         """Summarize every user with a registered paradigm (see :func:`find_paradigm`)."""
         return find_paradigm(paradigm)(self, users)
@@ -238,8 +178,8 @@ class Summarizer:
 # -- paradigms: a name and a function (summarizer, users) -> summaries ---------------------------
 
 Paradigm = Callable[[Summarizer, list[UserHistory]], list[UserSummary]]
-PARADIGM_REGISTRY: dict[str, Paradigm] = {"hierarchical": Summarizer.hierarchical,
-                                          "recurrent": Summarizer.recurrent}
+# Every paradigm by name; summarizer.paradigm: package.module imports a file that registers one.
+PARADIGM_REGISTRY: Registry[Paradigm] = Registry("paradigm", "paradigm")
 
 
 def paradigm(name: str) -> Callable[[Paradigm], Paradigm]:
@@ -248,29 +188,86 @@ def paradigm(name: str) -> Callable[[Paradigm], Paradigm]:
     A paradigm takes the :class:`Summarizer` and every user of a split and returns one
     :class:`UserSummary` per user (start them with ``summarizer.start(users, name)``, generate
     with ``summarizer.generate_texts``, batched across users); it fills ``steps`` (a chain) or
-    ``layers`` (a tree), whose last entry is the final summary. See the README's recipe.
+    ``layers`` (a tree), whose last entry is the final summary. The paper's two paradigms
+    below are written this way. See the README's recipe.
     """
     def add(function: Paradigm) -> Paradigm:
-        if name in PARADIGM_REGISTRY and PARADIGM_REGISTRY[name] is not function:
-            raise ValueError(f"paradigm {name!r} is registered twice")
-        PARADIGM_REGISTRY[name] = function
-        return function
+        return PARADIGM_REGISTRY.add(name, function, function.__module__)
     return add
 
 
 def find_paradigm(name: str) -> Paradigm:
-    """A registered paradigm; a name with a dot is imported first as a module path
-    (``package.module``) whose :func:`paradigm` call registers it under that same name."""
-    if name not in PARADIGM_REGISTRY and "." in name:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise ValueError(f"paradigm {name!r}: cannot import module {name} ({err})") from None
-    if name not in PARADIGM_REGISTRY:
-        raise ValueError(f"unknown paradigm {name!r}; known: {', '.join(PARADIGM_REGISTRY)} "
-                         f"(or a module path package.module that registers itself under "
-                         f"that name)")
-    return PARADIGM_REGISTRY[name]
+    """A registered paradigm by name, or by the module path of a file that registers one."""
+    return PARADIGM_REGISTRY.find(name)
+
+
+@paradigm("hierarchical")
+def hierarchical(summarizer: Summarizer, users: list[UserHistory]) -> list[UserSummary]:
+    """Figure 3(a): summarize each block, then merge the summaries layer by layer (groups of
+    ``summarizer.fan_in``), every user's calls of one layer batched together."""
+    states = summarizer.start(users, "hierarchical")
+    jobs = [(s, f"block {b.index + 1}", b.fitted.prompt) for s in states for b in s.blocks]
+    texts = iter(summarizer.generate_texts(jobs, f"hierarchical layer 0, {len(states)} users"))
+    for state in states:
+        state.layers.append([next(texts) for _ in state.blocks])
+    fan_in = summarizer.cfg.summarizer.fan_in
+    layer = 1
+    while any(len(s.layers[-1]) > 1 for s in states):
+        jobs, plans = [], []
+        for state in states:
+            current = state.layers[-1]
+            if len(current) == 1:
+                continue
+            groups = split_into_blocks(current, fan_in or len(current))
+            plan = []
+            for g, group in enumerate(groups):
+                if len(group) == 1:  # nothing to merge: carried up unchanged
+                    plan.append(group[0])
+                    continue
+                fitted = summarizer.fitter.fit(
+                    lambda t: hierarchical_merge(summarizer.domain, t), group,
+                    what=f"user {state.user_id} layer {layer} merge prompt")
+                state.texts_shortened += fitted.shortened
+                plan.append(None)
+                jobs.append((state, f"layer {layer} group {g + 1}", fitted.prompt))
+            plans.append((state, plan))
+        texts = iter(summarizer.generate_texts(jobs, f"hierarchical layer {layer}, "
+                                               f"{len(plans)} users"))
+        for state, plan in plans:
+            state.layers.append([text if text is not None else next(texts)
+                                 for text in plan])
+        layer += 1
+    return states
+
+
+@paradigm("recurrent")
+def recurrent(summarizer: Summarizer, users: list[UserHistory]) -> list[UserSummary]:
+    """Figure 3(b): summarize block 1, then update the summary with each next block, every
+    user's calls of one step batched together."""
+    states = summarizer.start(users, "recurrent")
+    jobs = [(s, "block 1", s.blocks[0].fitted.prompt) for s in states]
+    texts = summarizer.generate_texts(jobs, f"recurrent step 1, {len(states)} users")
+    for state, text in zip(states, texts, strict=True):
+        state.steps.append(text)
+    step = 1
+    while True:
+        active = [s for s in states if len(s.blocks) > step]
+        if not active:
+            break
+        jobs = []
+        for state in active:
+            block = state.blocks[step]
+            fitted = summarizer.fitter.fit(
+                lambda t: recurrent_update(summarizer.domain, t[0], t[1:]),
+                [state.steps[-1], *block.items],
+                what=f"user {state.user_id} step {step + 1} update prompt")
+            state.texts_shortened += fitted.shortened
+            jobs.append((state, f"step {step + 1}", fitted.prompt))
+        texts = summarizer.generate_texts(jobs, f"recurrent step {step + 1}, {len(active)} users")
+        for state, text in zip(active, texts, strict=True):
+            state.steps.append(text)
+        step += 1
+    return states
 
 
 # -- the stage -------------------------------------------------------------------------------
@@ -321,25 +318,24 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
     frame = pd.DataFrame([r.record() for r in results])
     out = write_parquet(frame, summaries_path(cfg, split, paradigm))
     flag_counts = Counter(flag.split(": ", 1)[1] for r in results for flag in r.flags)
-    record = {
-        "format_version": SUMMARY_FORMAT_VERSION,
-        "split": split, "paradigm": paradigm, "summarizer": cfg.summarizer.model,
-        "dataset": cfg.data.name, "users": len(results), "output": str(out),
-        "calls_requested": stats.requested, "cache_hits": stats.cache_hits,
-        "model_calls": stats.generated_by_all, "processes": state.num_processes,
-        "model_calls_main_process": stats.generated,
-        "model_loaded": summarizer.generator.model_loaded,
-        # tokens and seconds: this (main) process's own calls under a multi-process launch
-        "new_tokens": stats.new_tokens, "generation_seconds": round(stats.seconds, 3),
-        "tokens_per_second": round(stats.tokens_per_second, 2),
-        "seconds": round(elapsed, 3), "seconds_per_user": round(elapsed / max(1, len(results)), 3),
-        "items_shortened": int(frame["items_shortened"].sum()),
-        "texts_shortened": int(frame["texts_shortened"].sum()),
-        "calls_cut_at_max_new_tokens": int(frame["calls_cut_at_max_new_tokens"].sum()),
-        "final_summaries_cut": int(frame["final_summary_cut"].sum()),
-        "prompt_format": summarizer.formatter.prompt_format,  # as used (auto resolved)
-        "flags": dict(flag_counts), **provenance(cfg),
-    }
+    record = SummaryRecord(
+        format_version=SUMMARY_FORMAT_VERSION,
+        split=split, paradigm=paradigm, summarizer=cfg.summarizer.model,
+        dataset=cfg.data.name, users=len(results), output=str(out),
+        calls_requested=stats.requested, cache_hits=stats.cache_hits,
+        model_calls=stats.generated_by_all, processes=state.num_processes,
+        model_calls_main_process=stats.generated,
+        model_loaded=summarizer.generator.model_loaded,
+        new_tokens=stats.new_tokens, generation_seconds=round(stats.seconds, 3),
+        tokens_per_second=round(stats.tokens_per_second, 2),
+        seconds=round(elapsed, 3), seconds_per_user=round(elapsed / max(1, len(results)), 3),
+        items_shortened=int(frame["items_shortened"].sum()),
+        texts_shortened=int(frame["texts_shortened"].sum()),
+        calls_cut_at_max_new_tokens=int(frame["calls_cut_at_max_new_tokens"].sum()),
+        final_summaries_cut=int(frame["final_summary_cut"].sum()),
+        prompt_format=summarizer.formatter.prompt_format,
+        flags=dict(flag_counts), provenance=provenance(cfg),
+    ).to_dict()
     write_json(record, out.with_suffix(".json"))
     summarizer.cache.close()
     return record
@@ -364,11 +360,34 @@ def summaries_current(cfg: Config, split: str, paradigm: str) -> bool:
     return made_with.fingerprint(*sections) == cfg.fingerprint(*sections)
 
 
-def load_summaries(cfg: Config, split: str, paradigm: str) -> pd.DataFrame:
+class SummariesMissingError(FileNotFoundError):
+    """A later stage asked for summaries that are not there (or were made with other
+    settings); ``llmtrsr_utils.pipeline.ensure_summaries`` or ``llmtrsr summarize`` makes
+    them."""
+
+
+def load_summaries(cfg: Config, split: str, paradigm: str, *, current: bool = False
+                   ) -> pd.DataFrame:
+    """A split's saved summaries, one row per user (``final_summary``, ``final_summary_cut``,
+    the chain or tree, flags).
+
+    Args:
+        cfg: the run's config (data and summarizer settings locate the file).
+        split: train, valid or test.
+        paradigm: a registered paradigm.
+        current: also refuse summaries made with other data or summarizer settings.
+
+    Raises:
+        SummariesMissingError: no file, or (``current``) a file made with other settings.
+    """
     path = summaries_path(cfg, split, paradigm)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no summaries yet; run `llmtrsr summarize --split "
-                                f"{split} --paradigm {paradigm}`")
+        raise SummariesMissingError(f"{path}: no summaries yet; run `llmtrsr summarize "
+                                    f"--split {split} --paradigm {paradigm}`")
+    if current and not summaries_current(cfg, split, paradigm):
+        raise SummariesMissingError(f"{path}: made with other data or summarizer settings; "
+                                    f"run `llmtrsr summarize --split {split} --paradigm "
+                                    f"{paradigm}` again")
     return pd.read_parquet(path)
 
 
@@ -407,34 +426,3 @@ def summary_lengths(frames: dict[str, pd.DataFrame], tokenizer) -> pd.DataFrame:
 
 def read_record(cfg: Config, split: str, paradigm: str) -> dict[str, Any]:
     return json.loads(summaries_path(cfg, split, paradigm).with_suffix(".json").read_text())
-
-
-def ensure_summaries(cfg: Config, split: str, paradigm: str, *, progress: bool = True
-                     ) -> pd.DataFrame:
-    """A split's summaries (user, final summary, whether it was cut, ...), summarizing first
-    what is not there yet (every later stage asks for summaries through this)."""
-    if not summaries_current(cfg, split, paradigm):
-        summarize_split(cfg, split, paradigm, progress=progress)
-    return load_summaries(cfg, split, paradigm)
-
-
-def summaries_for(cfg: Config, split: str, paradigm: str, *, progress: bool = True
-                  ) -> dict[str, str]:
-    """Final summaries of a split by user, summarizing first what is not there yet."""
-    frame = ensure_summaries(cfg, split, paradigm, progress=progress)
-    return dict(zip(frame[USER_ID], frame["final_summary"], strict=True))
-
-
-def summaries_by_model(cfg: Config, models: list[str], split: str, n_users: int = 2,
-                       paradigm: str = "hierarchical") -> pd.DataFrame:
-    """The first users' final summaries from each summarizer, one column per model (notebook
-    07); summarizes what is missing."""
-    import dataclasses
-
-    columns = {}
-    for model in models:
-        mcfg = dataclasses.replace(cfg, summarizer=dataclasses.replace(cfg.summarizer,
-                                                                       model=model))
-        summaries = summaries_for(mcfg, split, paradigm, progress=False)
-        columns[model] = dict(list(summaries.items())[:n_users])
-    return pd.DataFrame(columns).rename_axis(USER_ID)

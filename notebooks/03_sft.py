@@ -31,7 +31,7 @@ params_file = "params/default.yaml"
 #   papermill NB.ipynb out.ipynb -p params_file params/smoke.yaml -p overrides "work_dir=work/x"
 #   papermill NB.ipynb out.ipynb -y '{"overrides": ["work_dir=work/x", "data.n_test_users=8"]}'
 overrides = []
-systems = ["llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"]
+systems = "all"  # as the CLI takes them: "all", a comma string or a list
 
 # %%
 import pandas as pd
@@ -39,11 +39,11 @@ from IPython.display import display
 
 from llmtrsr_utils import plots
 from llmtrsr_utils.config import load_config, use_project_root
-from llmtrsr_utils.evaluate import learning_curve
-from llmtrsr_utils.recommend import example_prompts, train_system
+from llmtrsr_utils.pipeline import example_prompts, learning_curve, system_names, train
 
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)
+systems = system_names(systems)
 
 # %% [markdown]
 # ## Example prompts with their token counts
@@ -59,7 +59,7 @@ print(examples.iloc[0]["prompt"] + examples.iloc[0]["answer"])
 # ## Training
 
 # %%
-records = {system: train_system(cfg, system) for system in systems}
+records = {system: train(cfg, system) for system in systems}
 pd.DataFrame(records).T[["examples", "global_step", "train_loss", "seconds_per_step",
                          "train_seconds", "resumed_from"]]
 

@@ -36,16 +36,17 @@ params_file = "params/default.yaml"
 #   papermill NB.ipynb out.ipynb -p params_file params/smoke.yaml -p overrides "work_dir=work/x"
 #   papermill NB.ipynb out.ipynb -y '{"overrides": ["work_dir=work/x", "data.n_test_users=8"]}'
 overrides = []
-systems = ["llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec"]
-baselines = ["random", "popularity", "embedding", "zero-shot",
-             "ncf", "din", "dien", "gru4rec", "narm", "sasrec", "core"]
+# Names as the CLI takes them: "all" (every built-in one), "" (none), a comma string or a list;
+# a baseline or paradigm of your own by its module path (README: Extending the kit).
+systems = "all"  # LLM-TRSR's two paradigms and TALLRec
+baselines = "all"  # random, popularity, MiniLM, zero-shot and the seven classical models
 
 # %%
 import pandas as pd
 
 from llmtrsr_utils import plots
 from llmtrsr_utils.config import load_config, use_project_root
-from llmtrsr_utils.evaluate import evaluate
+from llmtrsr_utils.pipeline import run_evaluation
 from llmtrsr_utils.results import (
     load_results,
     results_dir,
@@ -57,7 +58,7 @@ from llmtrsr_utils.results import (
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)
 
-evaluate(cfg, systems, baselines, reuse=True)  # scores only what is not evaluated yet
+run_evaluation(cfg, systems, baselines, reuse=True)  # scores only what is not evaluated yet
 results = load_results(cfg, current=True)  # the rows these params made
 
 # %% [markdown]

@@ -41,7 +41,7 @@ from IPython.display import display
 
 from llmtrsr_utils import grid, plots
 from llmtrsr_utils.config import load_config, use_project_root
-from llmtrsr_utils.summarize import summaries_by_model
+from llmtrsr_utils.pipeline import summaries_by_model
 
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)

@@ -37,12 +37,13 @@ from pathlib import Path
 
 from llmtrsr_utils.artifacts import write_json
 from llmtrsr_utils.config import load_config, use_project_root
-from llmtrsr_utils.evaluate import evaluate, point_result
+from llmtrsr_utils.evaluate import point_result
+from llmtrsr_utils.pipeline import run_evaluation
 
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)
 
-evaluate(cfg, [system], [], reuse=True, write_tables=False)  # trains first when needed
+run_evaluation(cfg, [system], [], reuse=True, write_tables=False)  # trains what it lacks
 result = point_result(cfg, system)
 write_json(result, Path(output_dir) / "result.json")
 result

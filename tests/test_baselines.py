@@ -263,5 +263,5 @@ def test_a_baseline_of_the_wrong_shape_is_refused(tmp_path, movielens_dir):
             evaluate_baseline(smoke_config(tmp_path, movielens_dir), "wrong-shape")
     finally:
         baselines.REGISTRY.pop("wrong-shape")
-    with pytest.raises(ValueError, match="unknown baseline 'nope'"):
+    with pytest.raises(ValueError, match="--baselines='nope': unknown baseline"):
         baselines.find("nope")

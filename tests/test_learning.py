@@ -54,7 +54,7 @@ def first_place_share(results_dir: Path, system: str) -> float:
 
 @pytest.mark.slow
 def test_recommender_learns_a_rule_written_in_the_text(tmp_path):
-    from llmtrsr_utils.evaluate import evaluate
+    from llmtrsr_utils.pipeline import run_evaluation
 
     data = write_genre_dataset(tmp_path / "raw", n_users=54)
     cfg = load_config(ROOT / "params" / "smoke.yaml", [
@@ -67,7 +67,7 @@ def test_recommender_learns_a_rule_written_in_the_text(tmp_path):
         "recommender.lora_dropout=0.0", "recommender.batch_size=2",
         "recommender.global_batch_size=10", "recommender.epochs=4",
         "recommender.gradient_checkpointing=false"])
-    evaluate(cfg, ["llmtrsr-hierarchical"], ["zero-shot"], progress=False)
+    run_evaluation(cfg, ["llmtrsr-hierarchical"], ["zero-shot"], progress=False)
     trained = first_place_share(tmp_path / "results", "llmtrsr-hierarchical")
     untrained = first_place_share(tmp_path / "results", "zero-shot")
     assert trained >= 0.9, f"trained adapter ranks the positive first for {trained:.0%}"

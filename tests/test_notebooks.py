@@ -138,7 +138,7 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
     for path in figures.glob("*.png"):
         path.unlink()
     from llmtrsr_utils.config import load_config
-    from llmtrsr_utils.plots import redraw
+    from llmtrsr_utils.report import redraw
 
     written, missing = redraw(load_config(ROOT / "params" / "smoke.yaml", overrides))
     assert not missing, missing

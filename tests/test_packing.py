@@ -16,6 +16,7 @@ from llmtrsr_utils.packing import (
     shared_prefix_length,
     tree_attention_mask,
 )
+from llmtrsr_utils.pipeline import ensure_system_inputs
 from llmtrsr_utils.recommend import build_trainer
 from tests.conftest import smoke_config
 
@@ -79,6 +80,7 @@ def packed_against_trl(tmp_path: Path, data_dir: Path, model: str, loss_on: str,
         cfg = smoke_config(tmp_path / packing, data_dir, *settings,
                            f"recommender.packing={packing}",
                            f"summarizer.cache_file={tmp_path / 'gen.sqlite'}")
+        ensure_system_inputs(cfg, "llmtrsr-hierarchical", ("train",), progress=False)
         trainers[packing], _ = build_trainer(cfg, "llmtrsr-hierarchical",
                                              tmp_path / packing / "out", progress=False)
     plain, tree = trainers["none"], trainers["tree"]

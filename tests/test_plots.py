@@ -74,7 +74,7 @@ def test_table2_figure_from_results_rows(tmp_path):
 def test_redraw_uses_only_saved_tables(tmp_path):
     """`llmtrsr figures`: grid tables and the efficiency table on disk are all it needs; what is
     missing is named, not silently skipped."""
-    from llmtrsr_utils import efficiency, grid
+    from llmtrsr_utils import efficiency, grid, report
 
     cfg = load_config(ROOT / "params" / "smoke.yaml", [
         f"work_dir={tmp_path / 'work'}", f"runs_dir={tmp_path / 'runs'}",
@@ -97,7 +97,7 @@ def test_redraw_uses_only_saved_tables(tmp_path):
     efficiency_path.parent.mkdir(parents=True)
     efficiency_table().to_parquet(efficiency_path)
 
-    written, missing = plots.redraw(cfg)
+    written, missing = report.redraw(cfg)
     names = {p.name for p in written}
     assert {"figure9_item_count.png", "efficiency.png"} <= names
     assert any(line.startswith("Table 2") for line in missing)

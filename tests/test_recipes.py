@@ -136,7 +136,27 @@ def test_recipe_add_a_paradigm_in_one_file(tmp_path, movielens_dir):
     results = pd.read_parquet(tmp_path / "results" / "metrics.parquet")
     assert set(results["system"]) == {"llmtrsr-my_paradigms.last_block"}
     assert "test" in set(results["split"])
-    with pytest.raises(ValueError, match="unknown paradigm 'nope'"):
+    with pytest.raises(ValueError, match="paradigm='nope': unknown paradigm"):
         from llmtrsr_utils.summarize import find_paradigm
 
         find_paradigm("nope")
+
+
+def test_names_are_read_as_people_write_them():
+    """The CLI's --systems/--baselines and notebook 04's parameters share one reader: "all"
+    is every built-in name (from the registries), "" none, a comma string or a list."""
+    from llmtrsr_utils.baselines import REGISTRY
+    from llmtrsr_utils.config import ConfigError
+    from llmtrsr_utils.pipeline import baseline_names, classical_names, system_names
+    from llmtrsr_utils.recommend import SYSTEMS
+
+    assert system_names("all") == list(SYSTEMS) and system_names("") == []
+    assert system_names("tallrec, llmtrsr-recurrent") == ["tallrec", "llmtrsr-recurrent"]
+    assert system_names(["llmtrsr-my.paradigm"]) == ["llmtrsr-my.paradigm"]  # a module path
+    everything = baseline_names("all")
+    assert set(REGISTRY) <= set(everything) and {"zero-shot", "core"} <= set(everything)
+    assert classical_names("ncf,core") == ["ncf", "core"]
+    with pytest.raises(ConfigError, match="baselines: unknown nope; choose from random"):
+        baseline_names("random,nope")
+    with pytest.raises(ConfigError, match="models: unknown random"):
+        classical_names("random")

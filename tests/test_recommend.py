@@ -241,13 +241,21 @@ def test_training_saves_each_epoch_and_resumes(tmp_path, movielens_dir):
 
 
 def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
-    from llmtrsr_utils.evaluate import evaluate
+    from llmtrsr_utils.evaluate import AdapterMissingError, evaluate
+    from llmtrsr_utils.pipeline import run_evaluation, train
     from llmtrsr_utils.results import load_results, table2
+    from llmtrsr_utils.summarize import SummariesMissingError
 
     cfg = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=2")
+    # A stage does not run the stages before it: it names what is missing and how to make it.
+    with pytest.raises(SummariesMissingError, match="llmtrsr summarize --split train"):
+        train_system(cfg, "llmtrsr-hierarchical", progress=False)
+    with pytest.raises(AdapterMissingError, match="llmtrsr train --systems tallrec"):
+        evaluate(cfg, ["tallrec"], [], progress=False)
     for system in ("llmtrsr-hierarchical", "tallrec"):
-        train_system(cfg, system, progress=False)
-    evaluate(cfg, ["llmtrsr-hierarchical", "tallrec"], ["random", "popularity"], progress=False)
+        train(cfg, system, progress=False)  # the pipeline summarizes first
+    run_evaluation(cfg, ["llmtrsr-hierarchical", "tallrec"], ["random", "popularity"],
+                   progress=False)
     results = load_results(cfg)
     valid = results[(results["system"] == "tallrec") & (results["split"] == "valid")]
     # The untrained model (epoch 0, the learning curve's first point) is scored, never selected.
@@ -379,3 +387,31 @@ def test_systems_differ_only_in_prompt_settings(tmp_path, movielens_dir):
     assert system_config(cfg, "tallrec").recommender.summary == "none"
     assert system_config(cfg, "llmtrsr-recurrent").recommender.summary == "recurrent"
     assert system_config(cfg, "llmtrsr-recurrent").recommender.item_num == 3
+
+
+def test_merged_adapter_scores_equal_unmerged_and_leave_the_base_clean(tmp_path):
+    """recommender.merge_adapter: scores through W + BA folded in equal the peft model's, and
+    merging for one checkpoint (keep_base) leaves the base's weights bit-identical."""
+    from peft import LoraConfig, get_peft_model
+
+    from llmtrsr_utils.evaluate import with_adapter
+
+    model, tokenizer = load_causal_lm("tiny-random-llama")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(8)
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear",
+                                            init_lora_weights=False))  # B != 0: a real change
+    lora.save_pretrained(tmp_path / "checkpoint-1")
+    base = lora.unload()
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    rows = candidate_prompts(tokenizer, n=8)
+    yes_id, no_id = 10407, 4607
+    plain = score_reference(base, rows, yes_id, no_id)
+    merged = with_adapter(base, tmp_path / "checkpoint-1", True, keep_base=True)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    unmerged = with_adapter(base, tmp_path / "checkpoint-1", False, keep_base=True)
+    with_lora = score_reference(unmerged, rows, yes_id, no_id)
+    assert np.abs(with_lora - plain).max() > 1e-3  # the adapter changes the scores
+    assert np.abs(score_reference(merged, rows, yes_id, no_id) - with_lora).max() < 1e-5
+    assert all(torch.equal(before[k], v) for k, v in unmerged.unload().state_dict().items())

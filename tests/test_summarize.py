@@ -34,7 +34,7 @@ def history(n: int, user: str = "u1") -> UserHistory:
 def test_hierarchical_fan_in_two_on_23_items_has_four_layers(tmp_path, movielens_dir):
     cfg = smoke_config(tmp_path, movielens_dir, "summarizer.fan_in=2")
     summarizer = Summarizer(cfg, "movies", progress=False)
-    (result,) = summarizer.hierarchical([history(23)])
+    (result,) = summarizer.run("hierarchical", [history(23)])
     # 5 blocks -> 3 (pairs, one carried) -> 2 -> 1
     assert [len(layer) for layer in result.layers] == [5, 3, 2, 1]
     assert result.layers[1][2] == result.layers[0][4]  # the odd one out is carried up unchanged
@@ -45,7 +45,7 @@ def test_hierarchical_fan_in_two_on_23_items_has_four_layers(tmp_path, movielens
 def test_hierarchical_default_is_the_papers_two_levels(tmp_path, movielens_dir):
     cfg = smoke_config(tmp_path, movielens_dir)
     summarizer = Summarizer(cfg, "movies", progress=False)
-    long_user, short_user = summarizer.hierarchical([history(23), history(4, "u2")])
+    long_user, short_user = summarizer.run("hierarchical", [history(23), history(4, "u2")])
     assert [len(layer) for layer in long_user.layers] == [5, 1]
     assert [len(layer) for layer in short_user.layers] == [1]  # one block: no merge call
     assert short_user.n_calls == 1
@@ -63,7 +63,7 @@ def test_recurrent_calls_in_order_with_previous_summary(tmp_path, movielens_dir)
 
     summarizer.generator.generate = spy
     users = [history(13, "a"), history(5, "b")]
-    a, b = summarizer.recurrent(users)
+    a, b = summarizer.run("recurrent", users)
     assert [len(call) for call in seen] == [2, 1, 1]  # step 1 both users, then only 'a'
     assert len(a.steps) == 3 and len(b.steps) == 1
     assert "Movie 0" in seen[0][0] and "Movie 5" not in seen[0][0]
@@ -75,9 +75,9 @@ def test_recurrent_calls_in_order_with_previous_summary(tmp_path, movielens_dir)
 def test_recurrent_first_block_shares_the_hierarchical_cache_entry(tmp_path, movielens_dir):
     cfg = smoke_config(tmp_path, movielens_dir)
     summarizer = Summarizer(cfg, "movies", progress=False)
-    summarizer.hierarchical([history(10)])
+    summarizer.run("hierarchical", [history(10)])
     before = summarizer.generator.stats.generated
-    summarizer.recurrent([history(10)])
+    summarizer.run("recurrent", [history(10)])
     assert summarizer.generator.stats.generated == before + 1  # only the step-2 update
 
 
@@ -126,7 +126,7 @@ def test_summaries_cut_at_max_new_tokens_are_counted(tmp_path, movielens_dir):
     assert record["flags"]["hit_max_new_tokens"] == 9
     assert all(any(f.endswith("hit_max_new_tokens") for f in flags) for flags in frame["flags"])
     assert record["prompt_format"] == "plain" and record["format_version"] == 2
-    _, counts = split_prompts(cfg, "test", load_tokenizer("tiny-random-llama"), progress=False)
+    _, counts = split_prompts(cfg, "test", load_tokenizer("tiny-random-llama"))
     assert counts["summaries_cut_at_max_new_tokens"] == 3
 
 

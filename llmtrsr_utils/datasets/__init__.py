@@ -16,11 +16,11 @@ them alike:
 
 from __future__ import annotations
 
-import importlib
 import pkgutil
 from types import ModuleType
 
 from llmtrsr_utils.datasets.base import DataFormatError, RawDataset
+from llmtrsr_utils.registry import import_named
 
 __all__ = ["DataFormatError", "RawDataset", "dataset_names", "loader_module"]
 
@@ -45,11 +45,7 @@ def loader_module(name: str) -> ModuleType:
     if "." not in name and name not in dataset_names():
         raise ValueError(f"data.name={name!r}: no such dataset; built in: "
                          f"{', '.join(dataset_names())}, or a module path package.module")
-    try:
-        module = importlib.import_module(path)
-    except ImportError as err:
-        raise ValueError(f"data.name={name!r}: cannot import loader module {path} ({err})"
-                         ) from None
+    module = import_named("loader", path, "data.name")
     missing = [attribute for attribute in CONTRACT if not hasattr(module, attribute)]
     if not (hasattr(module, "REQUIRED_FILES") or hasattr(module, "required_files")):
         missing.append("REQUIRED_FILES")

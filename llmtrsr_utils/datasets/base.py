@@ -190,6 +190,21 @@ def require_non_empty(frame: pd.DataFrame, column: str, path: Path | str,
                               f"a non-empty value in column '{column}'", "''")
 
 
+def items_from_records(raw: pd.DataFrame, columns: Sequence[str], path: Path | str,
+                       line_column: str = "_line") -> pd.DataFrame:
+    """The catalogue of a header-and-records file read by :func:`read_records`: ``columns``
+    (item_id first, then the attributes), every id non-empty, one row per id (exact repeats
+    collapsed; the same id with different text is an error naming both lines).
+
+    Quoted text may span lines, so rows are indexed by their first physical line
+    (``line_column``) for the error to name the right one.
+    """
+    require_non_empty(raw, ITEM_ID, path, line_column)
+    items = raw[list(columns)].copy()
+    items.index = raw[line_column].to_numpy() - 2  # check_unique_items reports index + 2
+    return check_unique_items(items, path, list(columns)[1:]).reset_index(drop=True)
+
+
 def sequences_by_time(interactions: pd.DataFrame, line_column: str = "_line"
                       ) -> tuple[pd.DataFrame, pd.Series]:
     """Each user's interactions ordered by ``timestamp`` (ties: the file's order, from

@@ -12,7 +12,10 @@ history. Equal timestamps keep the file's order, so sequences do not depend on s
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
+
+import pandas as pd
 
 from llmtrsr_utils.config import DataConfig
 from llmtrsr_utils.datasets.base import (
@@ -20,7 +23,7 @@ from llmtrsr_utils.datasets.base import (
     USER_ID,
     DataFormatError,
     RawDataset,
-    check_unique_items,
+    items_from_records,
     numeric_column,
     read_records,
     require_non_empty,
@@ -83,31 +86,47 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
     attributes = attributes_from_header(raw_dir)
 
     items_raw = read_records(items_path, [ITEM_ID, *attributes], line_column=_LINE)
-    require_non_empty(items_raw, ITEM_ID, items_path)
-    items = items_raw[[ITEM_ID, *attributes]].copy()
-    # check_unique_items reports index + 2 as the line; quoted text may span lines, so index
-    # the rows by their first physical line for the report to name the right one.
-    items.index = items_raw[_LINE].to_numpy() - 2
-    items = check_unique_items(items, items_path, attributes).reset_index(drop=True)
+    items = items_from_records(items_raw, [ITEM_ID, *attributes], items_path, _LINE)
 
     interactions = read_records(interactions_path, INTERACTION_COLUMNS, line_column=_LINE)
     interactions["timestamp"] = numeric_column(interactions, "timestamp", interactions_path,
                                                header=True)
     require_non_empty(interactions, USER_ID, interactions_path)
     require_non_empty(interactions, ITEM_ID, interactions_path)
-    sequences, per_user = sequences_by_time(interactions, _LINE)
+    return raw_dataset(cfg.name, items, attributes, interactions,
+                       (items_path, interactions_path), items_read=len(items_raw),
+                       counts={"interactions_read": len(interactions)})
 
+
+def raw_dataset(name: str, items: pd.DataFrame, attributes: Sequence[str],
+                interactions: pd.DataFrame, paths: Sequence[Path], *, items_read: int,
+                counts: dict[str, int | str]) -> RawDataset:
+    """A generic-domain dataset from parsed tables (this loader's and RecBole's): each user's
+    interactions ordered by ``timestamp`` (ties: file order, ``_line``) become a sequence.
+
+    Args:
+        name: the dataset's name in the manifest.
+        items: the catalogue, one row per item (:func:`items_from_records`).
+        attributes: the item columns rendered as text, in order.
+        interactions: ``user_id``, ``item_id``, numeric ``timestamp`` and ``_line``, checked.
+        paths: the raw files, fingerprinted (sha256) in the manifest.
+        items_read: item rows read, before duplicates were collapsed.
+        counts: the loader's own counts, placed after the item counts.
+
+    Returns:
+        The canonical :class:`RawDataset` (users with one interaction are dropped, counted).
+    """
+    sequences, per_user = sequences_by_time(interactions, _LINE)
     return RawDataset(
-        name=cfg.name, domain=DOMAIN, items=items, sequences=sequences,
+        name=name, domain=DOMAIN, items=items, sequences=sequences,
         attributes=list(attributes),
-        source_files={p.name: sha256_file(p) for p in (items_path, interactions_path)},
+        source_files={p.name: sha256_file(p) for p in paths},
         counts={
-            "items_read": len(items_raw),
-            "items_duplicate_rows": len(items_raw) - len(items),
-            "interactions_read": len(interactions),
+            "items_read": items_read,
+            "items_duplicate_rows": items_read - len(items),
+            **counts,
             "users_read": len(per_user),
             "users_with_one_interaction": len(per_user) - len(sequences),
             "sequences": len(sequences),
         },
     )
-

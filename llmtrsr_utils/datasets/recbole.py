@@ -36,13 +36,12 @@ from llmtrsr_utils.datasets.base import (
     USER_ID,
     DataFormatError,
     RawDataset,
-    check_unique_items,
+    items_from_records,
     numeric_column,
     read_records,
     require_non_empty,
-    sequences_by_time,
-    sha256_file,
 )
+from llmtrsr_utils.datasets.generic import raw_dataset
 
 DOMAIN = "generic"
 # Every token/token_seq field of the .item file after item_id: see item_fields().
@@ -135,14 +134,11 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
     _require(item_header, ITEM_ID, ("token",), items_path)
     attributes = item_fields(item_header)
     items_raw = _read(items_path, item_header)
-    columns = [ITEM_ID, *(name for name, _ in item_header if name != ITEM_ID)]
-    items = items_raw[columns].copy()
     for name, kind in item_header:  # a token_seq is its tokens joined by single spaces
-        if kind == "token_seq":
-            items[name] = items[name].map(lambda text: " ".join(text.split()))
-    require_non_empty(items_raw, ITEM_ID, items_path)
-    items.index = items_raw[_LINE].to_numpy() - 2
-    items = check_unique_items(items, items_path, columns[1:]).reset_index(drop=True)
+        if kind == "token_seq" and name != ITEM_ID:
+            items_raw[name] = items_raw[name].map(lambda text: " ".join(text.split()))
+    columns = [ITEM_ID, *(name for name, _ in item_header if name != ITEM_ID)]
+    items = items_from_records(items_raw, columns, items_path, _LINE)
     without_text = int((items[attributes].apply(lambda c: c.str.strip() == "").all(axis=1))
                        .sum()) if attributes else len(items)
 
@@ -164,22 +160,10 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
         below = int((ratings < cfg.min_rating).sum())
         interactions = interactions[ratings >= cfg.min_rating]
     # Timestamp ties keep the file's order (RecBole sorts stably too).
-    sequences, per_user = sequences_by_time(interactions, _LINE)
-
-    return RawDataset(
-        name=f"recbole:{dataset_name(cfg)}", domain=DOMAIN, items=items, sequences=sequences,
-        attributes=attributes,
-        source_files={p.name: sha256_file(p) for p in (items_path, inter_path)},
-        counts={
-            "items_read": len(items_raw),
-            "items_duplicate_rows": len(items_raw) - len(items),
-            "items_without_text": without_text,
-            "interactions_read": read,
-            "interactions_below_min_rating": below,
-            "interactions_ordered_by": "timestamp" if has_time else "file order",
-            "users_read": len(per_user),
-            "users_with_one_interaction": len(per_user) - len(sequences),
-            "sequences": len(sequences),
-        },
-    )
-
+    return raw_dataset(f"recbole:{dataset_name(cfg)}", items, attributes, interactions,
+                       (items_path, inter_path), items_read=len(items_raw), counts={
+                           "items_without_text": without_text,
+                           "interactions_read": read,
+                           "interactions_below_min_rating": below,
+                           "interactions_ordered_by": "timestamp" if has_time else "file order",
+                       })

@@ -1,0 +1,169 @@
+"""The pipeline's order, and "make it if missing": the one module that chains the stages.
+
+    data (datasets.splits) -> summaries (summarize) -> adapter (recommend) -> results
+    (evaluate); then grids (grid), efficiency, and figures from the saved tables (report)
+
+Each stage module computes from what it is given and imports only the stages below it; a stage
+that finds its input missing says so (``SummariesMissingError``, ``AdapterMissingError``)
+instead of running an earlier stage itself. This module makes what is missing, in order, and is
+what the CLI, the notebooks, the grids and the benchmarks call. Every ``ensure_*`` is cheap when
+its output is already there and current (same data and model settings), so calling it again
+costs nothing; each stage's own caches (generation cache, checkpoints) make an interrupted run
+resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmtrsr_utils import evaluate, recommend, summarize
+from llmtrsr_utils.baselines import REGISTRY as BASELINE_REGISTRY
+from llmtrsr_utils.config import Config, ConfigError, override_list
+from llmtrsr_utils.datasets.base import USER_ID
+from llmtrsr_utils.datasets.splits import prepare_dataset
+
+log = logging.getLogger("llmtrsr")
+
+TRAINING_SPLITS = ("train",)
+EVALUATION_SPLITS = ("valid", "test")
+
+
+def names(value: str | Sequence[str], every: Sequence[str], setting: str,
+          known: Callable[[str], bool]) -> list[str]:
+    """Names chosen by a setting as people write it: ``"all"`` (``every``), ``""`` (none), a
+    comma-separated string, or a list. A name with a dot is a module written outside the kit
+    (a baseline module, ``llmtrsr-<paradigm module>``), checked when it is used.
+
+    Raises:
+        ConfigError: naming the setting, the unknown names and the built-in ones.
+    """
+    if isinstance(value, str) and value.strip() in ("all", ""):
+        return list(every) if value.strip() == "all" else []
+    chosen = override_list(value) if isinstance(value, str) else [str(v) for v in value]
+    chosen = [name.strip() for text in chosen for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if not known(name) and "." not in name]
+    if unknown:
+        raise ConfigError(f"{setting}: unknown {', '.join(unknown)}; choose from "
+                          f"{', '.join(every)}, 'all' or ''")
+    return chosen
+
+
+def system_names(value: str | Sequence[str] = "all") -> list[str]:
+    """LLM systems; "all": the built-in ones (LLM-TRSR's two paradigms and TALLRec)."""
+    return names(value, list(recommend.SYSTEMS), "systems", recommend.is_system)
+
+
+def baseline_names(value: str | Sequence[str] = "all") -> list[str]:
+    """Baselines; "all": the built-in ones (random, popularity, MiniLM, the zero-shot LLM and
+    the classical models); any registered baseline is accepted by name."""
+    return names(value, list(evaluate.ALL_BASELINES), "baselines",
+                 lambda name: name in evaluate.ALL_BASELINES or name in BASELINE_REGISTRY)
+
+
+def classical_names(value: str | Sequence[str] = "all") -> list[str]:
+    """Table 2's classical recommenders; "all": every one."""
+    return names(value, list(evaluate.CLASSICAL), "models",
+                 lambda name: name in evaluate.CLASSICAL)
+
+
+def ensure_splits(cfg: Config) -> Path:
+    """The prepared dataset folder (splits, items, manifest), built from the raw files when
+    missing or made with other data settings. Returns the folder."""
+    return prepare_dataset(cfg)
+
+
+def ensure_summaries(cfg: Config, split: str, paradigm: str, *, progress: bool = True
+                     ) -> pd.DataFrame:
+    """A split's summaries (user, final summary, whether it was cut, ...), summarizing first
+    when they are missing or were made with other data or summarizer settings."""
+    ensure_splits(cfg)
+    if not summarize.summaries_current(cfg, split, paradigm):
+        summarize.summarize_split(cfg, split, paradigm, progress=progress)
+    return summarize.load_summaries(cfg, split, paradigm)
+
+
+def summaries_for(cfg: Config, split: str, paradigm: str, *, progress: bool = True
+                  ) -> dict[str, str]:
+    """Final summaries of a split by user (summarizing first what is missing)."""
+    frame = ensure_summaries(cfg, split, paradigm, progress=progress)
+    return dict(zip(frame[USER_ID], frame["final_summary"], strict=True))
+
+
+def ensure_system_inputs(cfg: Config, system: str, splits: Sequence[str], *,
+                         progress: bool = True) -> None:
+    """Everything a system's prompts need on these splits: the prepared data and, for a system
+    with a summary (``llmtrsr-<paradigm>``; TALLRec has none), that paradigm's summaries."""
+    ensure_splits(cfg)
+    paradigm = recommend.system_config(cfg, system).recommender.summary
+    if paradigm != "none":
+        for split in splits:
+            ensure_summaries(cfg, split, paradigm, progress=progress)
+
+
+def train(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume training) one system's adapter; returns its training record."""
+    ensure_system_inputs(cfg, system, TRAINING_SPLITS, progress=progress)
+    return recommend.train_system(cfg, system, progress=progress)
+
+
+def ensure_adapter(cfg: Config, system: str, *, progress: bool = True) -> Path:
+    """A system's finished adapter folder, training it first when there is none for these
+    params (an interrupted training resumes from its last checkpoint)."""
+    if not recommend.is_trained(cfg, system):
+        log.info("%s: no finished adapter at %s; training it first", system,
+                 recommend.adapter_dir(cfg, system))
+        train(cfg, system, progress=progress)
+    return recommend.adapter_dir(recommend.system_config(cfg, system), system)
+
+
+def example_prompts(cfg: Config, system: str, n_users: int = 1) -> pd.DataFrame:
+    """Training prompts of the first users with their answers (notebook 03)."""
+    ensure_system_inputs(cfg, system, TRAINING_SPLITS)
+    return recommend.example_prompts(cfg, system, n_users)
+
+
+def run_evaluation(cfg: Config, systems: str | Sequence[str] = "all",
+                   baselines: str | Sequence[str] = evaluate.BASELINES, *,
+                   progress: bool = True, reuse: bool = False, write_tables: bool = True
+                   ) -> pd.DataFrame:
+    """:func:`llmtrsr_utils.evaluate.evaluate` after making what it needs: each LLM system's
+    adapter and the validation and test summaries (the zero-shot LLM reads the hierarchical
+    ones). ``systems`` and ``baselines`` as :func:`names` reads them ("all", "", a comma
+    string or a list)."""
+    chosen_systems, chosen_baselines = system_names(systems), baseline_names(baselines)
+    for system in chosen_systems:
+        ensure_adapter(cfg, system, progress=progress)
+        ensure_system_inputs(cfg, system, EVALUATION_SPLITS, progress=progress)
+    if "zero-shot" in chosen_baselines:
+        ensure_system_inputs(cfg, evaluate.ZERO_SHOT_PROMPTS, ("test",), progress=progress)
+    return evaluate.evaluate(cfg, chosen_systems, chosen_baselines, progress=progress,
+                             reuse=reuse, write_tables=write_tables)
+
+
+def learning_curve(cfg: Config, systems: Sequence[str] = tuple(recommend.SYSTEMS), *,
+                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`llmtrsr_utils.evaluate.learning_curve` after training what is not trained."""
+    for system in systems:
+        ensure_adapter(cfg, system, progress=progress)
+        ensure_system_inputs(cfg, system, ("valid",), progress=progress)
+    ensure_system_inputs(cfg, evaluate.ZERO_SHOT_PROMPTS, ("valid",), progress=progress)
+    return evaluate.learning_curve(cfg, systems, progress=progress)
+
+
+def summaries_by_model(cfg: Config, models: list[str], split: str, n_users: int = 2,
+                       paradigm: str = "hierarchical") -> pd.DataFrame:
+    """The first users' final summaries from each summarizer, one column per model (notebook
+    07); summarizes what is missing."""
+    columns = {}
+    for model in models:
+        mcfg = dataclasses.replace(cfg, summarizer=dataclasses.replace(cfg.summarizer,
+                                                                       model=model))
+        summaries = summaries_for(mcfg, split, paradigm, progress=False)
+        columns[model] = dict(list(summaries.items())[:n_users])
+    return pd.DataFrame(columns).rename_axis(USER_ID)

@@ -1,0 +1,57 @@
+"""Figures and report tables of a profile, redrawn from its saved tables (``llmtrsr figures``).
+
+The top of the line: reads what the evaluation, the grids and the efficiency measurements
+saved, runs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from llmtrsr_utils import efficiency, grid, plots
+from llmtrsr_utils.config import Config, project_root
+from llmtrsr_utils.results import load_results, selected_test_rows, write_report
+
+
+def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path], list[str]]:
+    """Every results figure of a profile from its saved tables, nothing rerun (`llmtrsr
+    figures`): Table 2 and the report tables, Figures 9 to 11 from the grids' tables, the
+    efficiency charts. Returns (files written, sources not found)."""
+    written: list[Path] = []
+    missing: list[str] = []
+    out = cfg.figures_path
+    try:
+        results = load_results(cfg, current=True)
+        if results.empty:
+            raise FileNotFoundError("no rows with these params")
+        written += plots.plot_table2(selected_test_rows(results), out)
+        written += write_report(cfg)  # table2.md and the tables beside the figures
+    except FileNotFoundError as err:
+        missing.append(f"Table 2: {err}")
+    files = grid_files if grid_files is not None else sorted(
+        (project_root() / "params" / "ablations").glob("*.yaml"))
+    for grid_file in files:
+        spec = grid.load_grid(grid_file, grid.profile_axes(cfg, grid_file))
+        path = grid.grid_dir(cfg, spec) / grid.RESULTS
+        if spec.figure not in plots.GRID_FIGURES:
+            continue
+        rows = grid.rows_for(grid.load_grid_results(path), cfg, spec) if path.is_file() \
+            else None
+        if rows is None or rows.empty:
+            missing.append(f"{spec.figure}: no rows for these params in {path}")
+            continue
+        written += plots.GRID_FIGURES[spec.figure](rows, out, spec.figure)
+    table_path = efficiency.efficiency_path(cfg)
+    if table_path.is_file():
+        written += plots.plot_efficiency(pd.read_parquet(table_path), out)
+    else:
+        missing.append(f"efficiency: {table_path} not found")
+    curve_path = efficiency.prompt_growth_path(cfg)
+    if curve_path.is_file():
+        curve = pd.read_parquet(curve_path)
+        written += plots.plot_prompt_growth(curve, int(curve["limit"].iloc[0]), out)
+    else:
+        missing.append(f"prompt growth: {curve_path} not found")
+    return written, missing

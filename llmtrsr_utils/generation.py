@@ -347,41 +347,66 @@ def greedy_static(model, batch: Sequence[Sequence[int]], prefix: int, pad_id: in
 
     Why by hand: ``generate``'s default dynamic cache concatenates every layer's keys and values
     at every step (at batch 64 on 2 CPU cores, 53% of the time went to ``torch.cat``), and its
-    static cache cannot be seeded with one row's prefix for the whole batch. Here the prefix runs
-    at batch 1, is copied into a transformers ``StaticCache`` for every row, the padded suffixes
-    are prefilled in one forward, and each step writes one token per row in place. The argmax of
+    static cache cannot be seeded with one row's prefix for the whole batch, nor prefilled in
+    groups. Here the prefix runs at batch 1; the rows, sorted by length, are prefilled in groups
+    of ``PREFILL_GROUP_ROWS``, each group padded only to its own longest suffix (one padded
+    prefill of 64 block prompts of 122 to 182 suffix tokens computes 64 x 182 = 11,648 positions
+    for 9,056 real ones: 22% padding; groups of 8 leave about 3%); each group's keys and values
+    are copied into a transformers ``StaticCache`` laid out as [prefix | padding | suffix] for
+    the whole batch, and each decoding step writes one token per row in place. The argmax of
     each step's last logits is the same greedy rule as ``generate``'s.
 
-    Returns the new token ids per row (``max_new_tokens`` of them, or up to the step where every
-    row has produced an end token; the caller cuts at the first end token).
+    Returns the new token ids per row, in the order of ``batch`` (``max_new_tokens`` of them, or
+    up to the step where every row has produced an end token; the caller cuts at the first end
+    token).
     """
+    import copy
+
     from transformers import DynamicCache, StaticCache
 
     device = model.device
-    input_ids, attention, width = _layout(batch, prefix, pad_id)
+    order = sorted(range(len(batch)), key=lambda i: len(batch[i]), reverse=True)
+    input_ids, attention, width = _layout([batch[i] for i in order], prefix, pad_id)
     rows, length = input_ids.shape
     total = length + max_new_tokens
     mask = torch.ones((rows, total), dtype=torch.long)
     mask[:, :length] = attention  # future slots are hidden by causality until written
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    cache = StaticCache(config=model.config, max_cache_len=total)
-    start = 0
+    seeded = None
     if prefix:
         seeded = DynamicCache(config=model.config)
         model(input_ids=input_ids[:1, :prefix].to(device), use_cache=True,
               past_key_values=seeded, logits_to_keep=1)
-        for target, source in zip(cache.layers, seeded.layers, strict=True):
-            if not target.is_initialized:
-                target.lazy_initialization(source.keys.expand(rows, -1, -1, -1),
-                                           source.values.expand(rows, -1, -1, -1))
-            target.keys[:, :, :prefix] = source.keys
-            target.values[:, :, :prefix] = source.values
-            target.cumulative_length.fill_(prefix)
-        start = prefix
-    full_mask = mask.to(device)  # the static cache's length: every step sees all its slots
-    logits = model(input_ids=input_ids[:, start:].to(device), attention_mask=full_mask,
-                   position_ids=positions[:, start:].to(device), past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    cache = StaticCache(config=model.config, max_cache_len=total)
+    last_logits = []
+    for first in range(0, rows, PREFILL_GROUP_ROWS):
+        group = slice(first, min(first + PREFILL_GROUP_ROWS, rows))
+        suffix = int(attention[group, prefix:].sum(-1).max())  # rows are right-aligned
+        window = slice(length - suffix, length)
+        group_cache = DynamicCache(config=model.config)
+        group_mask = attention[group, window]
+        if seeded is not None:
+            group_cache = copy.deepcopy(seeded)
+            group_cache.batch_repeat_interleave(group.stop - group.start)
+            group_mask = torch.cat([attention[group, :prefix], group_mask], dim=1)
+        out = model(input_ids=input_ids[group, window].to(device),
+                    attention_mask=group_mask.to(device),
+                    position_ids=positions[group, window].to(device),
+                    past_key_values=group_cache, use_cache=True, logits_to_keep=1)
+        last_logits.append(out.logits[:, -1])
+        for target, source in zip(cache.layers, group_cache.layers, strict=True):
+            if not target.is_initialized:  # shapes and dtype from the first group's states
+                target.lazy_initialization(source.keys[:1].expand(rows, -1, -1, -1),
+                                           source.values[:1].expand(rows, -1, -1, -1))
+            if seeded is not None and first == 0:
+                target.keys[:, :, :prefix] = source.keys[:1, :, :prefix]
+                target.values[:, :, :prefix] = source.values[:1, :, :prefix]
+            target.keys[group, :, window] = source.keys[:, :, prefix:]
+            target.values[group, :, window] = source.values[:, :, prefix:]
+    for layer in cache.layers:
+        layer.cumulative_length.fill_(length)
+    logits = torch.cat(last_logits)
+    step_mask = _decode_mask(model, mask.to(device), length)
     next_position = positions[:, -1] + 1
     generated = torch.empty((rows, max_new_tokens), dtype=torch.long)
     ended = torch.zeros(rows, dtype=torch.bool)
@@ -395,13 +420,41 @@ def greedy_static(model, batch: Sequence[Sequence[int]], prefix: int, pad_id: in
         ended |= torch.isin(token, ends)
         if bool(ended.all()) or step == max_new_tokens - 1:
             break
-        logits = model(input_ids=token[:, None].to(device), attention_mask=full_mask,
+        logits = model(input_ids=token[:, None].to(device), attention_mask=step_mask(step),
                        position_ids=next_position[:, None].to(device), past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[:, -1]
         next_position += 1
-    return generated[:, :steps].tolist()
+    unsorted = torch.empty_like(generated[:, :steps])
+    unsorted[order] = generated[:, :steps]
+    return unsorted.tolist()
 
 
+def _decode_mask(model, mask: torch.Tensor, length: int):
+    """Each decoding step's attention mask over the static cache's slots, as a function of the
+    step (the token fed at step s is written to slot ``length + s``). For sdpa and eager
+    attention: a prepared 4-D additive mask (rows, 1, 1, slots), 0 where a row may look and the
+    dtype's minimum elsewhere (padding, and the slots after the one being written), which
+    transformers passes through as it is; sdpa's CPU kernel runs 26% faster on it than on the
+    boolean mask transformers would build at every step (2.4 against 3.3 ms per layer at 64
+    rows, 306 slots). Other attention kernels get the 2-D mask and build their own.
+    """
+    if model.config._attn_implementation not in ("sdpa", "eager"):
+        return lambda step: mask
+    additive = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device)
+    additive.masked_fill_(mask == 0, torch.finfo(model.dtype).min)
+    additive = additive[:, None, None, :]
+
+    def at(step: int) -> torch.Tensor:
+        current = additive.clone()
+        current[..., length + step + 1:] = torch.finfo(model.dtype).min  # slot of this step's token
+        return current
+
+    return at
+
+
+# Rows per prefill forward: 8 rows of ~140 tokens are ~1,100 positions per matmul, still at the
+# float32 matmul rate on a CPU, while the padding to a group's longest row stays small.
+PREFILL_GROUP_ROWS = 8
 MIN_SHARED_PREFIX = 16  # below this, a separate prefix pass costs more than it saves
 
 

@@ -258,6 +258,34 @@ def test_static_greedy_loop_equals_generate_token_for_token(tmp_path, movielens_
     assert not generation.static_greedy_supported(model)
 
 
+def test_grouped_prefill_keeps_each_row_its_own_tokens(tmp_path, movielens_dir, monkeypatch):
+    """Rows prefilled in groups (each padded only to its own longest suffix) and given in no
+    particular order: every row's greedy tokens equal ``generate`` at batch 1 on that row alone,
+    with and without a shared prefix, so no row reads another group's keys or comes back in
+    another row's place."""
+    from llmtrsr_utils import generation
+
+    cfg = smoke_config(tmp_path, movielens_dir, "summarizer.max_new_tokens=8")
+    summarizer = Summarizer(cfg, "movies", progress=False)
+    generator = summarizer.generator
+    encoded = [summarizer.formatter.encode(summarizer.segment(history(n))[0].fitted.prompt)
+               for n in (3, 1, 5, 2, 4)]
+    assert len({len(e) for e in encoded}) == len(encoded)  # every group has its own width
+    model, pad = generator.model, generator.tokenizer.pad_token_id
+    torch.manual_seed(0)
+    with torch.no_grad():  # the tiny model's own init answers one token to everything
+        for weight in model.parameters():
+            weight.normal_(std=0.5)
+    ends = generation._end_token_ids(model, generator.tokenizer)
+    alone = [generator._generate([e], 0, 0)[0] for e in encoded]
+    assert len({tuple(row) for row in alone}) == len(alone)  # a swapped row would show
+    monkeypatch.setattr(generation, "PREFILL_GROUP_ROWS", 2)  # 3 groups: 2 + 2 + 1 rows
+    for prefix in (0, generation.shared_prefix_length(encoded)):
+        grouped = generation.greedy_static(model, encoded, prefix, pad, 8, ends)
+        assert [row[:len(mine)] for row, mine in zip(alone, grouped, strict=True)] == grouped
+        assert all(len(row) == 8 or set(row) & ends for row in grouped)
+
+
 def test_shared_prefix_length_leaves_each_row_a_token():
     from llmtrsr_utils.generation import shared_prefix_length
 

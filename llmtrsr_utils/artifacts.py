@@ -7,6 +7,7 @@ record of the parameters, kit and library versions, and git commit that produced
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -65,14 +66,21 @@ def sha256_of(path: str | os.PathLike) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def library_versions() -> dict[str, str]:
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    """Read once per process: installed packages do not change under a running job."""
     versions = {"python": platform.python_version(), "llmtrsr": llmtrsr_utils.__version__}
     for name in TRACKED_LIBRARIES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    return versions
+    return tuple(versions.items())
+
+
+def library_versions() -> dict[str, str]:
+    """Python, the kit and the tracked libraries, name -> version (a fresh dict per call)."""
+    return dict(_installed_versions())
 
 
 def git_commit(folder: str | os.PathLike | None = None) -> str | None:

@@ -25,8 +25,6 @@ import llmtrsr_utils
 from llmtrsr_utils import baselines, classical, metrics
 from llmtrsr_utils.artifacts import (
     check_writable,
-    git_commit,
-    library_versions,
     provenance,
     write_json,
     write_parquet,
@@ -113,6 +111,7 @@ def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: flo
         values[f"{name}_ci_high"] = float(ci.loc[name, "ci_high"])
         values[f"{name}_pessimistic"] = float(pessimistic[name].mean())
     n_candidates = scores.scores.size
+    stamp = provenance()  # the same versions and commit as every other record the run writes
     return ResultRow(
         system=system, split=split, epoch=epoch, selected=selected, n_users=len(per_user),
         selection_score=metrics.selection_score(per_user),
@@ -127,8 +126,8 @@ def _row(cfg: Config, system: str, split: str, scores: UserScores, *, epoch: flo
         recommender_prompt_format=cfg.recommender.prompt_format,
         item_num=cfg.recommender.item_num, seed=cfg.seed,
         params_hash=run_hash, system_params_hash=cfg.fingerprint(),
-        kit_version=llmtrsr_utils.__version__, git_commit=git_commit(),
-        library_versions=json.dumps(library_versions()), extra=extra).to_dict()
+        kit_version=llmtrsr_utils.__version__, git_commit=stamp["git_commit"],
+        library_versions=json.dumps(stamp["library_versions"]), extra=extra).to_dict()
 
 
 def evaluate_llm_system(cfg: Config, system: str, *, progress: bool = True

@@ -84,12 +84,18 @@ def library_versions() -> dict[str, str]:
 
 
 def git_commit(folder: str | os.PathLike | None = None) -> str | None:
-    """The kit checkout's commit (with '+dirty' for local changes), or None outside git."""
+    """The kit checkout's commit (with '+dirty' for local changes), or None outside git.
+
+    Changes under ``figures/`` do not count: that folder holds the kit's own committed outputs,
+    which a run rewrites while it runs, so counting them would mark every run that redraws a
+    figure as made by uncommitted code.
+    """
     where = Path(folder) if folder else Path(llmtrsr_utils.__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":(top)", ":(top,exclude)figures"],
                                cwd=where, capture_output=True, text=True, check=True,
                                timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -32,3 +32,27 @@ def test_training_and_summary_records_are_flat_json(tmp_path):
     summary.update(provenance={"git_commit": None})
     text = json.dumps(SummaryRecord(**summary).to_dict())
     assert json.loads(text)["git_commit"] is None and '"provenance"' not in text
+
+
+def test_git_commit_is_dirty_for_code_not_for_the_figures_a_run_writes(tmp_path):
+    import subprocess
+
+    from llmtrsr_utils.artifacts import git_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "table2.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "HEAD")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "figures" / "table2.md").write_text("redrawn by a run\n")
+    assert git_commit(tmp_path / "figures") == head  # from a subfolder too
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{head}+dirty"

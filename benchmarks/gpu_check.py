@@ -105,15 +105,15 @@ def smoke_overrides(work: Path, *extra: str) -> list[str]:
 
 def check_sft_bf16(log: Log, work: Path) -> None:
     from llmtrsr_utils.pipeline import ensure_system_inputs
-    from llmtrsr_utils.recommend import build_trainer
+    from llmtrsr_utils.recommend import build_trainer, resolve
 
     dtype = "bfloat16" if torch.cuda.is_available() else "float32"
     cfg = load_config(SMOKE, smoke_overrides(
         work / "sft", f"recommender.dtype={dtype}", "recommender.learning_rate=3e-3",
         "recommender.epochs=8", "data.n_train_users=6", "recommender.lora_dropout=0.0"))
     ensure_system_inputs(cfg, "llmtrsr-hierarchical", ("train",), progress=False)
-    trainer, info = build_trainer(cfg, "llmtrsr-hierarchical", work / "sft" / "adapter",
-                                  progress=False, save_strategy="no")
+    trainer, info = build_trainer(resolve(cfg, "llmtrsr-hierarchical"),
+                                  work / "sft" / "adapter", progress=False, save_strategy="no")
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     first, last = float(np.mean(losses[:3])), float(np.mean(losses[-3:]))
@@ -125,11 +125,15 @@ def check_sft_bf16(log: Log, work: Path) -> None:
 
 def _tiny_prompts(work: Path):
     from llmtrsr_utils.models import build_tiny_random_llama
-    from llmtrsr_utils.recommend import answer_token_ids, split_prompts, system_config
+    from llmtrsr_utils.pipeline import ensure_system_inputs
+    from llmtrsr_utils.recommend import answer_token_ids, resolve, split_prompts
 
-    cfg = system_config(load_config(SMOKE, smoke_overrides(work / "score")), "tallrec")
+    run_cfg = load_config(SMOKE, smoke_overrides(work / "score"))
+    ensure_system_inputs(run_cfg, "tallrec", ("test",), progress=False)
+    run = resolve(run_cfg, "tallrec")
+    cfg = run.cfg
     model, tokenizer = build_tiny_random_llama(cfg.cache_dir)
-    users, _ = split_prompts(cfg, "test", tokenizer, max_users=3)
+    users, _ = split_prompts(run, "test", tokenizer, max_users=3)
     yes, no = answer_token_ids(tokenizer, users[0].prompts[0], cfg.recommender.answer_words)
     per_user = [[tokenizer(p)["input_ids"] for p in u.prompts] for u in users]
     return model.float().eval(), tokenizer, per_user, yes, no
@@ -311,11 +315,11 @@ def stage_throughput(log: Log, params: str) -> None:
 # -- stage 3: the whole protocol ---------------------------------------------------------------
 
 def stage_full(log: Log, params: str, steps: list[str]) -> None:
-    from llmtrsr_utils.datasets.splits import SPLITS, prepare_dataset
+    from llmtrsr_utils import systems
+    from llmtrsr_utils.datasets.splits import SPLITS
     from llmtrsr_utils.grid import run_grid
-    from llmtrsr_utils.pipeline import run_evaluation
-    from llmtrsr_utils.recommend import SYSTEMS
-    from llmtrsr_utils.summarize import PARADIGMS, summarize_split
+    from llmtrsr_utils.pipeline import ensure_splits, run_evaluation, system_names
+    from llmtrsr_utils.summarize import summarize_split
 
     cfg = load_config(params)
     timings = {}
@@ -328,16 +332,15 @@ def stage_full(log: Log, params: str, steps: list[str]) -> None:
                 f"peak GPU memory {peak_gib():.2f} GiB")
 
     if "data" in steps:
-        timed("data", lambda: prepare_dataset(cfg))
+        timed("data", lambda: ensure_splits(cfg))
     if "summaries" in steps:
         for split in SPLITS:
-            for paradigm in PARADIGMS:
+            for paradigm in systems.paradigm_names():
                 timed(f"summaries_{split}_{paradigm}",
                       lambda s=split, p=paradigm: _summary_row(log, cfg, s, p, summarize_split))
     if "systems" in steps:
-        timed("systems", lambda: run_evaluation(cfg, tuple(SYSTEMS), ("random", "popularity",
-                                                                       "zero-shot"),
-                                                reuse=True, progress=False))
+        timed("systems", lambda: run_evaluation(cfg, system_names("all"), (
+            systems.RANDOM, systems.POPULARITY, systems.ZERO_SHOT), reuse=True, progress=False))
     for name in ("item_count", "recommender_size", "summarizer_size"):
         if name in steps:
             grid_file = ROOT / "params" / "ablations" / f"{name}.yaml"

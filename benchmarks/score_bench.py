@@ -37,7 +37,7 @@ from llmtrsr_utils.config import load_config
 from llmtrsr_utils.models import load_causal_lm
 from llmtrsr_utils.packing import build_tree
 from llmtrsr_utils.pipeline import ensure_system_inputs
-from llmtrsr_utils.recommend import answer_token_ids, split_prompts, system_config
+from llmtrsr_utils.recommend import answer_token_ids, resolve, split_prompts
 from llmtrsr_utils.scoring import (
     score_dynamic,
     score_fast,
@@ -62,10 +62,11 @@ def main() -> None:
 
     run_cfg = load_config(args.params, args.overrides)
     ensure_system_inputs(run_cfg, "llmtrsr-hierarchical", ("test",), progress=False)
-    cfg = system_config(run_cfg, "llmtrsr-hierarchical")
+    run = resolve(run_cfg, "llmtrsr-hierarchical")
+    cfg = run.cfg
     rec = cfg.recommender
     model, tokenizer = load_causal_lm(rec.model, dtype=rec.dtype, cache_dir=cfg.cache_dir)
-    users, _ = split_prompts(cfg, "test", tokenizer, max_users=args.users)
+    users, _ = split_prompts(run, "test", tokenizer, max_users=args.users)
     yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     per_user = [[tokenizer(p)["input_ids"] for p in u.prompts] for u in users]
     pad = tokenizer.pad_token_id

@@ -38,7 +38,7 @@ from transformers import TrainerCallback
 
 from llmtrsr_utils.config import load_config
 from llmtrsr_utils.pipeline import ensure_system_inputs
-from llmtrsr_utils.recommend import build_trainer
+from llmtrsr_utils.recommend import build_trainer, resolve
 
 SYSTEM = "llmtrsr-hierarchical"
 
@@ -82,8 +82,8 @@ def measure(cfg, packing: str, steps: int, checkpointing: bool, out: Path) -> di
     cfg = with_recommender(cfg, packing=packing, batch_size=1 if packing == "tree" else per_step,
                            global_batch_size=per_step, gradient_checkpointing=checkpointing)
     ensure_system_inputs(cfg, SYSTEM, ("train",), progress=False)
-    trainer, _ = build_trainer(cfg, SYSTEM, out, progress=False, max_steps=steps + 1,
-                                  save_strategy="no", logging_steps=1000)
+    trainer, _ = build_trainer(resolve(cfg, SYSTEM), out, progress=False, max_steps=steps + 1,
+                               save_strategy="no", logging_steps=1000)
     dataset = trainer.train_dataset
     rows = [dataset[i] for i in range(len(dataset))]
     if packing == "tree":
@@ -106,9 +106,9 @@ def same_batch_losses(cfg, out: Path) -> float:
     losses = []
     for packing in ("none", "tree"):
         per_step = 1 + cfg.data.train_negatives
-        trainer, _ = build_trainer(
+        trainer, _ = build_trainer(resolve(
             with_recommender(cfg, packing=packing, batch_size=1 if packing == "tree" else
-                             per_step, global_batch_size=per_step), SYSTEM, out / packing,
+                             per_step, global_batch_size=per_step), SYSTEM), out / packing,
             progress=False)
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():

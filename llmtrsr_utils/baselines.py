@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmtrsr_utils import systems
 from llmtrsr_utils.artifacts import atomic_path
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
 from llmtrsr_utils.datasets.splits import NEGATIVES, user_rng
 from llmtrsr_utils.models import load_embedding_model, model_identity
-from llmtrsr_utils.registry import Registry
 
 log = logging.getLogger("llmtrsr")
 
@@ -222,60 +221,38 @@ class BaselineContext:
     embedding_dir: Path
 
 
-# frame (one split's users), split name, context -> (n_users, 1 + n_negatives), positive first.
-Scorer = Callable[[pd.DataFrame, str, BaselineContext], np.ndarray]
+# A baseline is a system of kind "reference" in llmtrsr_utils.systems: a name, a label and a
+# scorer (frame of one split's users, split name, context) -> (n_users, 1 + n_negatives) floats,
+# the positive first. ``register`` adds one; ``--baselines package.module`` imports a module
+# that registers one.
+register = systems.baseline
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """A reference scorer that needs no training of its own (the classical models and the
-    zero-shot LLM are evaluated by their own stages)."""
+def find(name: str) -> systems.System:
+    """A reference scorer by name, or by the module path of a file that registers one
+    (``--baselines package.module``).
 
-    name: str
-    display_name: str
-    score: Scorer
-
-
-# Every baseline by name; ``--baselines package.module`` imports a module that registers one.
-REGISTRY: Registry[Baseline] = Registry("baseline", "--baselines")
-
-
-def register(name: str, display_name: str) -> Callable[[Scorer], Scorer]:
-    """Decorator that adds a scorer to :data:`REGISTRY` under ``name``.
-
-    A new baseline is one file (see the README's recipe)::
-
-        from llmtrsr_utils.baselines import register
-
-        @register("most-recent-overlap", "Most recent item overlap")
-        def score(frame, split, context):
-            ...  # (n_users, 1 + n_negatives) floats, the positive in column 0
+    Raises:
+        ValueError: an unknown name, or a system that is not a reference scorer.
     """
-    def add(scorer: Scorer) -> Scorer:
-        known = REGISTRY.get(name)
-        REGISTRY.add(name, known if known and known.score is scorer
-                     else Baseline(name, display_name, scorer), scorer.__module__)
-        return scorer
-    return add
+    system = systems.find(name)
+    if system.kind != "reference" or system.score is None:
+        raise ValueError(f"--baselines={name!r} is a {system.kind} system, not a reference "
+                         f"scorer with a score function")
+    return system
 
 
-def find(name: str) -> Baseline:
-    """A registered baseline by name, or by the module path of a file that registers one
-    (``--baselines package.module``)."""
-    return REGISTRY.find(name)
-
-
-@register("random", "Random")
+@register(systems.RANDOM)
 def _random(frame: pd.DataFrame, split: str, context: BaselineContext) -> np.ndarray:
     return random_scores(frame, context.cfg.seed, split)
 
 
-@register("popularity", "Popularity")
+@register(systems.POPULARITY)
 def _popularity(frame: pd.DataFrame, split: str, context: BaselineContext) -> np.ndarray:
     return popularity_scores(frame, popularity_counts(context.train))
 
 
-@register("embedding", "Text embedding (MiniLM)")
+@register(systems.EMBEDDING)
 def _embedding(frame: pd.DataFrame, split: str, context: BaselineContext) -> np.ndarray:
     return embedding_scores(frame, *item_embeddings(context.items, "minilm-l6",
                                                     context.embedding_dir))

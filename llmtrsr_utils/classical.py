@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,10 +44,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from llmtrsr_utils import metrics
-from llmtrsr_utils.config import ClassicalConfig
+from llmtrsr_utils import metrics, systems
+from llmtrsr_utils.artifacts import provenance, write_json
+from llmtrsr_utils.baselines import candidate_ids, item_embeddings
+from llmtrsr_utils.config import ClassicalConfig, Config
 from llmtrsr_utils.datasets.base import HISTORY, TARGET, USER_ID
-from llmtrsr_utils.datasets.splits import NEGATIVES
+from llmtrsr_utils.datasets.splits import NEGATIVES, load_items, load_split
 
 log = logging.getLogger("llmtrsr")
 
@@ -327,17 +330,16 @@ class CORE(SequenceModel):
         return torch.einsum("bcd,bd->bc", items, session) / self.temperature
 
 
+# A classical system of the registry (llmtrsr_utils.systems) is the class of its name.
 MODELS: dict[str, type[SequenceModel]] = {
-    "ncf": NCF, "din": DIN, "dien": DIEN, "gru4rec": GRU4Rec, "narm": NARM, "sasrec": SASRec,
-    "core": CORE}
-DISPLAY_NAMES = {"ncf": "NCF", "din": "DIN", "dien": "DIEN", "gru4rec": "GRU4Rec",
-                 "narm": "NARM", "sasrec": "SASRec", "core": "CORE"}
+    model.__name__.lower(): model for model in (NCF, DIN, DIEN, GRU4Rec, NARM, SASRec, CORE)}
 
 
 ITEM_REPRESENTATIONS = ("text", "id", "text+id")
-# Each model's loss in its own paper (``classical.loss: paper``); see the module docstring.
-PAPER_LOSSES = {"ncf": "bce", "din": "bce", "dien": "bce", "gru4rec": "top1-max",
-                "narm": "cross-entropy", "sasrec": "bce", "core": "cross-entropy"}
+# Each model's loss in its own paper (``classical.loss: paper``), from the registry; see the
+# module docstring.
+PAPER_LOSSES = {name: systems.find(name).options["loss"]
+                for name in systems.names("classical")}
 LOSSES = ("bce", "cross-entropy", "top1-max")
 
 
@@ -527,3 +529,36 @@ def train_model(name: str, table: ItemTable, train: pd.DataFrame, valid: pd.Data
               "train_seconds": round(time.perf_counter() - began, 3), "history": history,
               "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     return model, record
+
+
+def train_and_score(cfg: Config, name: str, data_dir: Path, *, progress: bool = True
+                    ) -> tuple[dict[str, Any], dict[str, metrics.UserScores]]:
+    """Train one model on the training users (early stopping on validation) and score the
+    validation and test users' frozen candidates; the record is also written to
+    ``<work_dir>/results/classical/<name>.json`` with the params that made it.
+
+    Args:
+        cfg: the run's config (``classical`` section, seed, cache dir).
+        name: a classical system of the registry.
+        data_dir: the prepared data (``pipeline.ensure_splits``).
+
+    Returns:
+        (training record, scores by split).
+    """
+    settings = cfg.classical
+    item_ids, vectors = item_embeddings(load_items(data_dir), settings.encoder,
+                                        cfg.cache_path / "embeddings")
+    table = ItemTable(item_ids, vectors)
+    frames = {split: load_split(data_dir, split) for split in ("train", "valid", "test")}
+    model, record = train_model(name, table, frames["train"], frames["valid"], settings,
+                                seed=cfg.seed, progress=progress)
+    write_json({**record, **provenance(cfg)}, cfg.work_path / "results" / "classical" /
+               f"{name}.json")
+    scores = {}
+    for split in ("valid", "test"):
+        frame = frames[split]
+        began = time.perf_counter()
+        matrix = score_frame(model, table, frame)
+        scores[split] = metrics.UserScores(frame[USER_ID].tolist(), candidate_ids(frame), matrix,
+                                           time.perf_counter() - began)
+    return record, scores

@@ -8,7 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from llmtrsr_utils.config import Config, ConfigError, load_config
+from llmtrsr_utils import systems
+from llmtrsr_utils.config import Config, ConfigError, load_config, override_list
 
 DEFAULT_PARAMS = "params/default.yaml"
 
@@ -27,10 +28,11 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.datasets.splits import prepare_dataset, read_manifest
+    from llmtrsr_utils.datasets.splits import read_manifest
+    from llmtrsr_utils.pipeline import ensure_splits
 
     cfg = _config(args)
-    out_dir = prepare_dataset(cfg, force=args.force)
+    out_dir = ensure_splits(cfg, force=args.force)
     manifest = read_manifest(out_dir)
     print(f"wrote {out_dir}")
     for name, info in manifest["files"].items():
@@ -58,13 +60,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_summarize(args: argparse.Namespace) -> int:
     from llmtrsr_utils.datasets.splits import SPLITS
-    from llmtrsr_utils.summarize import PARADIGMS, find_paradigm, summarize_split
+    from llmtrsr_utils.pipeline import ensure_splits
+    from llmtrsr_utils.summarize import find_paradigm, summarize_split
 
     cfg = _config(args)
     splits = SPLITS if args.split == "all" else (args.split,)
-    paradigms = PARADIGMS if args.paradigm == "both" else (args.paradigm,)
+    every = args.paradigm in ("all", "both")  # both: the name before paradigms were a registry
+    paradigms = systems.paradigm_names() if every else override_list(args.paradigm.replace(
+        ",", "\n"))
     for paradigm in paradigms:
         find_paradigm(paradigm)  # an unknown name fails before any model is loaded
+    ensure_splits(cfg)
     for split in splits:
         for paradigm in paradigms:
             record = summarize_split(cfg, split, paradigm, progress=not args.no_progress)
@@ -202,9 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Summarize each user's history with the summarizer LLM. Generations are "
                     "cached (SQLite) and a rerun, or a run after a crash, skips what is done. "
                     "Runs under `accelerate launch` too, splitting users between processes.")
-    summarize.add_argument("--paradigm", default="both",
-                           help="hierarchical, recurrent, both (default), or a paradigm's "
-                                "module path package.module (README: add a paradigm)")
+    summarize.add_argument("--paradigm", default="all",
+                           help=f"a paradigm ({', '.join(systems.paradigm_names())}), a comma "
+                                f"list, all (default: every registered one), or a paradigm's "
+                                f"module path package.module (README: add a paradigm)")
     summarize.add_argument("--split", choices=["train", "valid", "test", "all"], default="all")
 
     train = _command(
@@ -213,10 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fine-tune the recommender with trl's SFTTrainer and a peft LoRA adapter on "
                     "the training users; saves the adapter every epoch and resumes from the "
                     "last checkpoint. Runs under `accelerate launch` too.")
+    trained = ", ".join(systems.names(systems.TRAINED_KINDS))
     train.add_argument("--system", default="all",
-                       help="a system (llmtrsr-<paradigm>, tallrec), a comma list, or all "
-                            "(default: every built-in one); llmtrsr-<paradigm module path> for "
-                            "a paradigm outside the kit")
+                       help=f"a system ({trained}), a comma list, or all (default: every "
+                            f"registered one); llmtrsr-<paradigm module path> for a paradigm "
+                            f"outside the kit")
 
     evaluate = _command(
         commands, "evaluate", cmd_evaluate, progress=True,
@@ -226,23 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "per-user scores, table2.md and paired bootstrap tests against TALLRec, "
                     "the zero-shot LLM and Random.")
     evaluate.add_argument("--systems", default="all",
-                          help="comma list of LLM systems (llmtrsr-<paradigm>, tallrec, "
-                               "llmtrsr-<paradigm module path>: README, add a paradigm); "
-                               "'all' (default: every built-in one) or '' for none")
+                          help=f"comma list of LLM systems ({trained}, or llmtrsr-<paradigm "
+                               f"module path>: README, add a paradigm); 'all' (default: every "
+                               f"registered one) or '' for none")
     evaluate.add_argument("--baselines", default="all",
-                          help="comma list of registered baselines, zero-shot and the "
-                               "classical models, or a module path (package.module) that "
-                               "registers one (README: add a baseline); 'all' (default: "
-                               "every built-in one) or '' for none; an unknown name lists them")
+                          help=f"comma list of baselines "
+                               f"({', '.join(systems.names(systems.BASELINE_KINDS))}), or a "
+                               f"module path (package.module) that registers one (README: add "
+                               f"a baseline); 'all' (default: every registered one) or '' for "
+                               f"none")
 
     classical_models = _command(
         commands, "baselines", cmd_baselines, progress=True,
         help="train and evaluate Table 2's classical recommenders",
-        description="NCF, DIN, DIEN, GRU4Rec, NARM, SASRec and CORE over frozen text "
-                    "embeddings of the items (classical.encoder, MiniLM by default), trained on "
-                    "the LLM recommender's training users with early stopping on validation, "
-                    "scored on the same 1 + 20 candidates; rows go into the results table and "
-                    "Table 2. Models already evaluated with these params are reused.")
+        description=f"{', '.join(systems.label(n) for n in systems.names('classical'))} "
+                    "over frozen text embeddings of the items (classical.encoder, MiniLM by "
+                    "default), trained on the LLM recommender's training users with early "
+                    "stopping on validation, scored on the same 1 + 20 candidates; rows go "
+                    "into the results table and Table 2. Models already evaluated with these "
+                    "params are reused.")
     classical_models.add_argument("--models", default="all",
                                   help="comma list of the classical models named above; "
                                        "'all' (default)")

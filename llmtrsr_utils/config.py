@@ -5,8 +5,9 @@ strict because a typo in a research config silently changes an experiment: an un
 value of the wrong type is an error that names the file and the dotted key. ``--set key=value``
 overrides (CLI, papermill) go through the same validation.
 
-Validation is written here rather than with pydantic because the design card asks for plain
-dataclasses and the rules are few (type, choices, lower bound).
+Validation is written here rather than with pydantic: the schema is plain dataclasses (typed,
+commented fields that the notebooks and records share) and the rules are few (type, choices,
+lower bound), so a dependency would add more than it saves.
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ from typing import Any
 
 import yaml
 
-from llmtrsr_utils.datasets import dataset_names
+from llmtrsr_utils import systems
+from llmtrsr_utils.datasets.loaders import dataset_names
 
 ENV_DATA_DIR = "LLMTRSR_DATA_DIR"
 ENV_CACHE_DIR = "LLMTRSR_CACHE_DIR"
+
+# data.negative_exclusion values; the first is the default.
+NEGATIVE_EXCLUSIONS = ("history_and_target", "target", "none")
 
 
 # Where outputs go and how fast they are made: no effect on any number a run reports.
@@ -63,8 +68,8 @@ def _at_least(bound: float) -> dict[str, Any]:
 class DataConfig:
     """Which dataset, how users are filtered and split, how negatives are drawn."""
 
-    # A built-in loader (a file of llmtrsr_utils/datasets/, found by convention: amazon-m2,
-    # generic, mind, movielens, recbole) or a loader's module path, package.module.
+    # A built-in loader (a file of llmtrsr_utils/datasets/loaders/, found by convention:
+    # amazon-m2, generic, mind, movielens, recbole) or a loader's module path, package.module.
     name: str = field(default="movielens",
                       metadata={**_choices(*dataset_names()), "or_module_path": True})
     # Folder with the raw files; None: $LLMTRSR_DATA_DIR/<dataset folder>, else download.
@@ -97,12 +102,12 @@ class DataConfig:
     # What a sampled negative may not be. history_and_target: neither the positive nor an item
     # of the user's history (the kit); target: not the positive; none: anything in the
     # catalogue, as the authors' pandas .sample() over every product (it may draw the positive).
-    negative_exclusion: str = field(default="history_and_target",
-                                    metadata=_choices("history_and_target", "target", "none"))
+    negative_exclusion: str = field(default=NEGATIVE_EXCLUSIONS[0],
+                                    metadata=_choices(*NEGATIVE_EXCLUSIONS))
     # MIND only. history_last: one behaviors row per user (the first), target = the last item
     # of its History, history = the rest (the authors' build_dataset.py); latest_impression_click:
     # the user's latest impression with a click, target = its last clicked news in display
-    # order, history = that row's History (the kit before 2026-11).
+    # order, history = that row's History (a later snapshot of the same user).
     mind_target: str = field(default="history_last",
                              metadata=_choices("history_last", "latest_impression_click"))
     # Item attributes rendered into text, in order; None: the dataset's default list (recbole:
@@ -157,10 +162,12 @@ class RecommenderConfig(ModelSettings):
 
     # Recent items shown in the prompt (paper: 3; 0 writes NULL); null: the whole history.
     item_num: int | None = field(default=3, metadata=_at_least(0))
-    # Which summaries the prompt carries; none + item_num null is the TALLRec baseline.
-    # none is TALLRec's prompt; another paradigm may be named by its module path.
-    summary: str = field(default="hierarchical",
-                         metadata={**_choices("hierarchical", "recurrent", "none"),
+    # Which paradigm's summaries the prompt carries: a registered paradigm (the choices come
+    # from llmtrsr_utils.systems: hierarchical, recurrent, and any extension's), a paradigm's
+    # module path (package.module), or none: no summary (TALLRec's prompt, with item_num null).
+    summary: str = field(default=systems.HIERARCHICAL,
+                         metadata={"choices": lambda: (*systems.paradigm_names(),
+                                                       systems.NO_SUMMARY),
                                    "or_module_path": True})
     # The answer tokens as the authors score them (lowercase; Figure 8 prints 'Yes'/'No').
     answer_words: list[str] = field(default_factory=lambda: ["yes", "no"])
@@ -233,7 +240,7 @@ class ClassicalConfig:
     item_representation: str = field(default="text", metadata=_choices("text", "id", "text+id"))
     # paper: each model's own paper's loss (classical.PAPER_LOSSES: BCE for NCF/DIN/DIEN/SASRec,
     # cross-entropy over the sampled candidates for NARM/CORE, TOP1-max for GRU4Rec); or one
-    # loss for all: bce (the kit's rule before 2026-11), cross-entropy, top1-max.
+    # loss for all: bce, cross-entropy, top1-max.
     loss: str = field(default="paper",
                       metadata=_choices("paper", "bce", "cross-entropy", "top1-max"))
     # Sampled negatives per training example (the last prefix keeps its frozen negatives first).
@@ -542,9 +549,12 @@ def _check_metadata(meta: Mapping[str, Any], value: Any, key: str, source: str) 
         return
     if meta.get("or_module_path") and isinstance(value, str) and "." in value:
         return  # a module outside the kit, checked against its contract when loaded
-    if "choices" in meta and value not in meta["choices"]:
+    # Choices may be a function: a registry's names, read when a value is checked.
+    choices = meta.get("choices")
+    choices = choices() if callable(choices) else choices
+    if choices is not None and value not in choices:
         also = " or a module path (package.module)" if meta.get("or_module_path") else ""
-        raise ConfigError(f"{source}: key '{key}' must be one of {', '.join(meta['choices'])}"
+        raise ConfigError(f"{source}: key '{key}' must be one of {', '.join(choices)}"
                           f"{also}; got {value!r}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{source}: key '{key}' must be at least {meta['min']}; got {value!r}")

@@ -28,12 +28,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llmtrsr_utils import systems
 from llmtrsr_utils.artifacts import git_commit, library_versions, write_parquet
 from llmtrsr_utils.config import Config, load_config, override_list
+from llmtrsr_utils.results import upsert
+
+
+def systems_compared() -> list[str]:
+    """The LLM systems whose cost is measured: every registered one (LLM-TRSR with each
+    paradigm, TALLRec), from the registry of systems."""
+    return systems.names("llm")
 
 log = logging.getLogger("llmtrsr")
 
-SYSTEMS_COMPARED = ("llmtrsr-hierarchical", "llmtrsr-recurrent", "tallrec")
 RESULT_MARK = "EFFICIENCY_RESULT "
 
 
@@ -58,22 +65,17 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
     """Measure one system in this process (call through :func:`measure` for clean peaks)."""
     from transformers import TrainerCallback
 
-    from llmtrsr_utils.evaluate import score_llm
     from llmtrsr_utils.models import default_device, load_model
     from llmtrsr_utils.pipeline import ensure_system_inputs
-    from llmtrsr_utils.recommend import (
-        answer_token_ids,
-        build_trainer,
-        split_prompts,
-        system_config,
-    )
+    from llmtrsr_utils.recommend import answer_token_ids, build_trainer, resolve, split_prompts
+    from llmtrsr_utils.scoring import score_llm
 
     ensure_system_inputs(cfg, system, ("train", "test"), progress=False)
-    scfg = system_config(cfg, system)
-    rec = scfg.recommender
+    run = resolve(cfg, system)
+    rec = run.cfg.recommender
     device = default_device()
     model, tokenizer = load_model(rec, cache_dir=cfg.cache_dir)
-    users, counts = split_prompts(scfg, "test", tokenizer, max_users=n_users)
+    users, counts = split_prompts(run, "test", tokenizer, max_users=n_users)
     lengths = np.array([len(tokenizer(p)["input_ids"]) for u in users for p in u.prompts])
     row: dict[str, Any] = {"system": system, "device": device, "users": len(users),
                            "prompt_tokens_mean": float(lengths.mean()),
@@ -100,7 +102,7 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
             self.times.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as scratch:
-        trainer, info = build_trainer(cfg, system, Path(scratch), progress=False,
+        trainer, info = build_trainer(run, Path(scratch), progress=False,
                                       max_steps=sft_steps + 1, save_strategy="no")
         timer = StepTimes()
         trainer.add_callback(timer)
@@ -116,11 +118,13 @@ def measure_system(cfg: Config, system: str, *, n_users: int, sft_steps: int) ->
 
 
 def measure(cfg: Config, params_file: str | Path, overrides: str | Sequence[str] = (),
-            systems: Sequence[str] = SYSTEMS_COMPARED, *, n_users: int = 2,
+            system_list: Sequence[str] | None = None, *, n_users: int = 2,
             sft_steps: int = 3) -> pd.DataFrame:
-    """Measure each system in a fresh subprocess; write and return the efficiency table."""
+    """Measure each system (default: :func:`systems_compared`) in a fresh subprocess; add the
+    rows to the efficiency table (replacing earlier rows of the same system and params) and
+    return them."""
     rows = []
-    for system in systems:
+    for system in system_list or systems_compared():
         command = [sys.executable, "-m", "llmtrsr_utils.efficiency", "--params",
                    str(params_file), "--system", system, "--users", str(n_users),
                    "--steps", str(sft_steps)]
@@ -138,7 +142,7 @@ def measure(cfg: Config, params_file: str | Path, overrides: str | Sequence[str]
     table["recommender"] = cfg.recommender.model
     table["library_versions"] = json.dumps(library_versions())
     table["git_commit"] = git_commit()
-    write_parquet(table, efficiency_path(cfg))
+    upsert(efficiency_path(cfg), table, keys=("system", "params_hash"))
     return table
 
 
@@ -148,26 +152,27 @@ def prompt_growth(cfg: Config, lengths: Sequence[int] = (1, 5, 10, 20, 40, 80, 1
     (a test user's real summary and the ``item_num`` most recent items). Histories are drawn
     from the catalogue with the run's seed; nothing is shortened, to show the raw growth.
     Written to ``<work_dir>/efficiency/prompt_growth.parquet`` for `llmtrsr figures`."""
-    from llmtrsr_utils.datasets.splits import load_items, prepare_dataset, read_manifest
+    from llmtrsr_utils.datasets.splits import load_items, read_manifest
     from llmtrsr_utils.models import load_model_tokenizer
-    from llmtrsr_utils.pipeline import summaries_for
-    from llmtrsr_utils.recommend import RecommendationPrompts, system_config
+    from llmtrsr_utils.pipeline import ensure_splits, summaries_for
+    from llmtrsr_utils.recommend import RecommendationPrompts, resolve
 
-    data_dir = prepare_dataset(cfg)
+    data_dir = ensure_splits(cfg)
     domain = read_manifest(data_dir)["domain"]
     texts = load_items(data_dir)["text"].tolist()
     rec = cfg.recommender
     tokenizer = load_model_tokenizer(rec, cache_dir=cfg.cache_dir)
-    summary = next(iter(summaries_for(system_config(cfg, "llmtrsr-hierarchical"), "test",
-                                      "hierarchical", progress=False).values()))
+    llmtrsr = systems.paradigm_system(systems.HIERARCHICAL)  # LLM-TRSR, against TALLRec
+    summary = next(iter(summaries_for(resolve(cfg, llmtrsr).cfg, "test", systems.HIERARCHICAL,
+                                      progress=False).values()))
     rng = np.random.default_rng(cfg.seed)
     rows = []
     for n in lengths:
         history = [texts[i] for i in rng.choice(len(texts), size=n, replace=n > len(texts))]
         candidate = history.pop()
-        for system in ("tallrec", "llmtrsr-hierarchical"):
-            builder = RecommendationPrompts(system_config(cfg, system), tokenizer, domain)
-            if system == "tallrec":
+        for system in (systems.TALLREC, llmtrsr):
+            builder = RecommendationPrompts(resolve(cfg, system).cfg, tokenizer, domain)
+            if system == systems.TALLREC:
                 prompt = builder.render(None, history, candidate)
             else:
                 recent = history[-rec.item_num:] if rec.item_num else []
@@ -183,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure one system (used by measure()).")
     parser.add_argument("--params", required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--system", required=True, choices=SYSTEMS_COMPARED)
+    parser.add_argument("--system", required=True, choices=systems_compared())
     parser.add_argument("--users", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args(argv)

@@ -30,7 +30,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from llmtrsr_utils.artifacts import check_writable, write_parquet
+from llmtrsr_utils import systems
+from llmtrsr_utils.artifacts import check_writable
 from llmtrsr_utils.config import (
     Config,
     ConfigError,
@@ -40,10 +41,13 @@ from llmtrsr_utils.config import (
     override_list,
     project_root,
 )
+from llmtrsr_utils.results import upsert
 
 log = logging.getLogger("llmtrsr")
 
 SYSTEM_AXIS = "system"
+# A grid without a system axis runs LLM-TRSR with the paper's first paradigm.
+DEFAULT_SYSTEM = systems.paradigm_system(systems.HIERARCHICAL)
 GRID_KEYS = {"name", "description", "notebook", "axes", "figure"}
 RESULTS = "results.parquet"
 
@@ -69,7 +73,7 @@ class Point:
 
     @property
     def system(self) -> str:
-        return self.values.get(SYSTEM_AXIS, "llmtrsr-hierarchical")
+        return self.values.get(SYSTEM_AXIS, DEFAULT_SYSTEM)
 
     @property
     def name(self) -> str:
@@ -97,8 +101,6 @@ class GridReport:
 
 def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None) -> Grid:
     """Read and check a grid file; ``axes`` replaces the values of named axes (a reduced grid)."""
-    from llmtrsr_utils.recommend import SYSTEMS
-
     path = Path(path)
     source = str(path)
     try:
@@ -128,10 +130,11 @@ def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None)
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: axis '{key}' expects a non-empty list of values")
         if key == SYSTEM_AXIS:
-            bad = [v for v in values if v not in SYSTEMS]
+            known = systems.names(systems.TRAINED_KINDS)
+            bad = [v for v in values if v not in known]
             if bad:
                 raise ConfigError(f"{source}: axis 'system': unknown {bad}; known: "
-                                  f"{', '.join(SYSTEMS)}")
+                                  f"{', '.join(known)}")
             continue
         for value in values:  # the schema checks key and type now, before any point runs
             trial: dict[str, Any] = {}
@@ -211,19 +214,6 @@ def load_grid_results(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def append_row(path: Path, row: dict[str, Any]) -> pd.DataFrame:
-    """Add a row, replacing an older row of the same point (atomic: temp file, then rename)."""
-    new = pd.DataFrame([row])
-    if path.is_file():
-        old = pd.read_parquet(path)
-        old = old[old["point_key"] != row["point_key"]]
-        table = pd.concat([old, new], ignore_index=True)
-    else:
-        table = new
-    write_parquet(table, path)
-    return table
-
-
 def run_grid(grid_file: str | Path, params_file: str | Path,
              overrides: str | Sequence[str] = (), *,
              axes: Mapping[str, Sequence[Any]] | None = None, runs_dir: str | Path | None = None,
@@ -283,7 +273,7 @@ def run_grid(grid_file: str | Path, params_file: str | Path,
                    time.perf_counter() - began, 2),
                **{f"axis.{k}": v for k, v in point.values.items()}, **result,
                **flat_params(cfg)}
-        append_row(results_path, row)
+        upsert(results_path, pd.DataFrame([row]), keys=("point_key",))  # replaces a rerun
         report.ran.append(point.name)
     return report
 
@@ -291,8 +281,7 @@ def run_grid(grid_file: str | Path, params_file: str | Path,
 def _run_point_inprocess(cfg: Config, system: str, result_file: Path) -> None:
     """What ``notebooks/grid_point.ipynb`` does, without a kernel."""
     from llmtrsr_utils.artifacts import write_json
-    from llmtrsr_utils.evaluate import point_result
-    from llmtrsr_utils.pipeline import run_evaluation
+    from llmtrsr_utils.pipeline import point_result, run_evaluation
 
     run_evaluation(cfg, [system], [], reuse=True, write_tables=False)  # trains what it lacks
     write_json(point_result(cfg, system), result_file)

@@ -9,8 +9,8 @@ Ties. When the positive ties with ``e`` negatives and ``g`` negatives score high
 any of ``g + 1 .. g + e + 1``. The headline (``ties="expected"``) is each metric's expected value
 under uniformly random tie-breaking, in closed form: the mean of the metric over those ranks
 (no sampling, so it is deterministic). ``ties="pessimistic"`` counts every tie against the
-positive (rank ``g + e + 1``), the kit's rule before 2026-11, kept as a column so that a system
-living on ties is visible; :func:`tied_share` is the share of users whose positive is tied.
+positive (rank ``g + e + 1``), kept as a column so that a system living on ties is visible;
+:func:`tied_share` is the share of users whose positive is tied.
 
 Why not the authors' rule: their test.py ranks with ``np.argsort(-y_score)`` on rows laid out
 ``[positive, 20 negatives]``. numpy's default sort returns equal values in index order for these
@@ -265,3 +265,57 @@ def summarize(
     """Convenience for evaluation scripts: ``(per_user_metrics, bootstrap_ci)`` in one call."""
     per_user = per_user_metrics(scores, KS, user_ids, ties=ties)
     return per_user, bootstrap_ci(per_user, n_boot=n_boot, seed=seed)
+
+
+class UserScores:
+    """Scores of one system on one split: one row per user, column 0 the positive.
+
+    Attributes:
+        user_ids: the users, in row order.
+        candidates: each user's candidate ids ``[target, *negatives]``.
+        scores: (n_users, 1 + n_negatives) floats, higher meaning more likely.
+        seconds: how long scoring took.
+    """
+
+    def __init__(self, user_ids: list[str], candidates: list[list[str]], scores: np.ndarray,
+                 seconds: float):
+        self.user_ids = user_ids
+        self.candidates = candidates
+        self.scores = scores
+        self.seconds = seconds
+
+    def per_user(self) -> pd.DataFrame:
+        return per_user_metrics(self.scores, user_ids=self.user_ids)
+
+    def frame(self) -> pd.DataFrame:
+        """The scores as a table (user_id, candidates, scores, seconds), as score files hold."""
+        return pd.DataFrame({"user_id": self.user_ids, "candidates": self.candidates,
+                             "scores": [list(map(float, row)) for row in self.scores],
+                             "seconds": self.seconds})
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> UserScores:
+        seconds = float(frame["seconds"].iloc[0]) if "seconds" in frame and len(frame) else 0.0
+        return cls(frame["user_id"].tolist(), [list(c) for c in frame["candidates"]],
+                   np.vstack(frame["scores"].map(np.asarray)), seconds)
+
+
+def paired_tests(per_user: dict[str, pd.DataFrame], references: Sequence[str],
+                 seed: int = 0) -> pd.DataFrame:
+    """Paired bootstrap of every system against each of ``references`` evaluated beside it,
+    per metric, over the same test users.
+
+    Args:
+        per_user: per-user metrics of each system (:func:`per_user_metrics`), by system.
+        references: the systems every other one is compared with.
+        seed: the bootstrap's seed.
+
+    Returns:
+        Columns system, versus, metric, diff, ci_low, ci_high, p_value.
+    """
+    tests = [{"system": name, "versus": reference, "metric": metric,
+              **paired_bootstrap(table, per_user[reference], metric, seed=seed)}
+             for reference in references if reference in per_user
+             for name, table in per_user.items() if name != reference
+             for metric in METRICS]
+    return pd.DataFrame(tests)

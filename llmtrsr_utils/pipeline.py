@@ -1,11 +1,13 @@
 """The pipeline's order, and "make it if missing": the one module that chains the stages.
 
     data (datasets.splits) -> summaries (summarize) -> adapter (recommend) -> results
-    (evaluate); then grids (grid), efficiency, and figures from the saved tables (report)
+    (evaluate, learning); then grids (grid), efficiency, and figures from the saved tables
+    (report)
 
 Each stage module computes from what it is given and imports only the stages below it; a stage
-that finds its input missing says so (``SummariesMissingError``, ``AdapterMissingError``)
-instead of running an earlier stage itself. This module makes what is missing, in order, and is
+that finds its input missing says so (``DataMissingError``, ``SummariesMissingError``,
+``AdapterMissingError``) instead of running an earlier stage itself: only
+:func:`ensure_splits` builds the data. This module makes what is missing, in order, and is
 what the CLI, the notebooks, the grids and the benchmarks call. Every ``ensure_*`` is cheap when
 its output is already there and current (same data and model settings), so calling it again
 costs nothing; each stage's own caches (generation cache, checkpoints) make an interrupted run
@@ -22,8 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from llmtrsr_utils import evaluate, recommend, summarize
-from llmtrsr_utils.baselines import REGISTRY as BASELINE_REGISTRY
+from llmtrsr_utils import evaluate, learning, recommend, results, summarize, systems
 from llmtrsr_utils.config import Config, ConfigError, override_list
 from llmtrsr_utils.datasets.base import USER_ID
 from llmtrsr_utils.datasets.splits import prepare_dataset
@@ -55,27 +56,30 @@ def names(value: str | Sequence[str], every: Sequence[str], setting: str,
 
 
 def system_names(value: str | Sequence[str] = "all") -> list[str]:
-    """LLM systems; "all": the built-in ones (LLM-TRSR's two paradigms and TALLRec)."""
-    return names(value, list(recommend.SYSTEMS), "systems", recommend.is_system)
+    """Trained LLM systems; "all": every registered one (LLM-TRSR with each paradigm, TALLRec,
+    the controls), from the registry of systems."""
+    return names(value, systems.names(systems.TRAINED_KINDS), "systems",
+                 recommend.is_llm_system)
 
 
 def baseline_names(value: str | Sequence[str] = "all") -> list[str]:
-    """Baselines; "all": the built-in ones (random, popularity, MiniLM, the zero-shot LLM and
-    the classical models); any registered baseline is accepted by name."""
-    return names(value, list(evaluate.ALL_BASELINES), "baselines",
-                 lambda name: name in evaluate.ALL_BASELINES or name in BASELINE_REGISTRY)
+    """Baselines; "all": every registered one (the zero-shot LLM, the reference scorers and
+    the classical models), from the registry of systems."""
+    every = systems.names(systems.BASELINE_KINDS)
+    return names(value, every, "baselines", lambda name: name in every)
 
 
 def classical_names(value: str | Sequence[str] = "all") -> list[str]:
     """Table 2's classical recommenders; "all": every one."""
-    return names(value, list(evaluate.CLASSICAL), "models",
-                 lambda name: name in evaluate.CLASSICAL)
+    every = systems.names("classical")
+    return names(value, every, "models", lambda name: name in every)
 
 
-def ensure_splits(cfg: Config) -> Path:
+def ensure_splits(cfg: Config, *, force: bool = False) -> Path:
     """The prepared dataset folder (splits, items, manifest), built from the raw files when
-    missing or made with other data settings. Returns the folder."""
-    return prepare_dataset(cfg)
+    missing, made with other data settings, or ``force``d. Returns the folder. The one place
+    the data stage runs: every other stage reads the folder or names this."""
+    return prepare_dataset(cfg, force=force)
 
 
 def ensure_summaries(cfg: Config, split: str, paradigm: str, *, progress: bool = True
@@ -100,8 +104,9 @@ def ensure_system_inputs(cfg: Config, system: str, splits: Sequence[str], *,
     """Everything a system's prompts need on these splits: the prepared data and, for a system
     with a summary (``llmtrsr-<paradigm>``; TALLRec has none), that paradigm's summaries."""
     ensure_splits(cfg)
-    paradigm = recommend.system_config(cfg, system).recommender.summary
-    if paradigm != "none":
+    run = recommend.resolve(cfg, system)
+    paradigm = run.cfg.recommender.summary
+    if run.spec.kind in (*systems.TRAINED_KINDS, "untrained") and paradigm != systems.NO_SUMMARY:
         for split in splits:
             ensure_summaries(cfg, split, paradigm, progress=progress)
 
@@ -109,55 +114,70 @@ def ensure_system_inputs(cfg: Config, system: str, splits: Sequence[str], *,
 def train(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:
     """Train (or resume training) one system's adapter; returns its training record."""
     ensure_system_inputs(cfg, system, TRAINING_SPLITS, progress=progress)
-    return recommend.train_system(cfg, system, progress=progress)
+    return recommend.train_system(recommend.resolve(cfg, system), progress=progress)
 
 
 def ensure_adapter(cfg: Config, system: str, *, progress: bool = True) -> Path:
     """A system's finished adapter folder, training it first when there is none for these
     params (an interrupted training resumes from its last checkpoint)."""
-    if not recommend.is_trained(cfg, system):
-        log.info("%s: no finished adapter at %s; training it first", system,
-                 recommend.adapter_dir(cfg, system))
+    run = recommend.resolve(cfg, system)
+    if not recommend.is_trained(run):
+        log.info("%s: no finished adapter at %s; training it first", system, run.adapter_dir)
         train(cfg, system, progress=progress)
-    return recommend.adapter_dir(recommend.system_config(cfg, system), system)
+    return run.adapter_dir
 
 
 def example_prompts(cfg: Config, system: str, n_users: int = 1) -> pd.DataFrame:
     """Training prompts of the first users with their answers (notebook 03)."""
     ensure_system_inputs(cfg, system, TRAINING_SPLITS)
-    return recommend.example_prompts(cfg, system, n_users)
+    return recommend.example_prompts(recommend.resolve(cfg, system), n_users)
 
 
-def run_evaluation(cfg: Config, systems: str | Sequence[str] = "all",
-                   baselines: str | Sequence[str] = evaluate.BASELINES, *,
+# The baselines a run evaluates unless told otherwise: the zero-shot LLM and the reference
+# scorers (the classical models train for minutes: asked for by name or "all").
+DEFAULT_BASELINES = ",".join(systems.names(("untrained", "reference")))
+
+
+def run_evaluation(cfg: Config, system_list: str | Sequence[str] = "all",
+                   baseline_list: str | Sequence[str] = DEFAULT_BASELINES, *,
                    progress: bool = True, reuse: bool = False, write_tables: bool = True
                    ) -> pd.DataFrame:
-    """:func:`llmtrsr_utils.evaluate.evaluate` after making what it needs: each LLM system's
-    adapter and the validation and test summaries (the zero-shot LLM reads the hierarchical
-    ones). ``systems`` and ``baselines`` as :func:`names` reads them ("all", "", a comma
-    string or a list)."""
-    chosen_systems, chosen_baselines = system_names(systems), baseline_names(baselines)
+    """:func:`llmtrsr_utils.evaluate.evaluate` after making what it needs: the prepared data,
+    each LLM system's adapter and the validation and test summaries (the zero-shot LLM reads
+    those of the system its registry entry names). ``system_list`` and ``baseline_list`` as
+    :func:`names` reads them ("all", "", a comma string or a list)."""
+    chosen_systems, chosen_baselines = system_names(system_list), baseline_names(baseline_list)
+    ensure_splits(cfg)
     for system in chosen_systems:
         ensure_adapter(cfg, system, progress=progress)
         ensure_system_inputs(cfg, system, EVALUATION_SPLITS, progress=progress)
-    if "zero-shot" in chosen_baselines:
-        ensure_system_inputs(cfg, evaluate.ZERO_SHOT_PROMPTS, ("test",), progress=progress)
+    for baseline in chosen_baselines:
+        ensure_system_inputs(cfg, baseline, ("test",), progress=progress)
     return evaluate.evaluate(cfg, chosen_systems, chosen_baselines, progress=progress,
                              reuse=reuse, write_tables=write_tables)
 
 
-def learning_curve(cfg: Config, systems: Sequence[str] = tuple(recommend.SYSTEMS), *,
+def learning_curve(cfg: Config, system_list: str | Sequence[str] = "all", *,
                    progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`llmtrsr_utils.evaluate.learning_curve` after training what is not trained."""
-    for system in systems:
+    """:func:`llmtrsr_utils.learning.learning_curve` after training what is not trained."""
+    chosen = system_names(system_list)
+    for system in chosen:
         ensure_adapter(cfg, system, progress=progress)
         ensure_system_inputs(cfg, system, ("valid",), progress=progress)
-    ensure_system_inputs(cfg, evaluate.ZERO_SHOT_PROMPTS, ("valid",), progress=progress)
-    return evaluate.learning_curve(cfg, systems, progress=progress)
+    ensure_system_inputs(cfg, systems.ZERO_SHOT, ("valid",), progress=progress)
+    return learning.learning_curve(cfg, chosen, progress=progress)
+
+
+def point_result(cfg: Config, system: str) -> dict[str, Any]:
+    """One grid point's outcome (:func:`llmtrsr_utils.results.point_result`), with the
+    training cost of a trained system."""
+    run = recommend.resolve(cfg, system)
+    return results.point_result(cfg, system, recommend.training_record(run)
+                                if run.spec.trained else None)
 
 
 def summaries_by_model(cfg: Config, models: list[str], split: str, n_users: int = 2,
-                       paradigm: str = "hierarchical") -> pd.DataFrame:
+                       paradigm: str = systems.HIERARCHICAL) -> pd.DataFrame:
     """The first users' final summaries from each summarizer, one column per model (notebook
     07); summarizes what is missing."""
     columns = {}

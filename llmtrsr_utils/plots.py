@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,8 @@ matplotlib.use("Agg")  # headless: notebooks under papermill and CI have no disp
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from llmtrsr_utils import systems  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -103,7 +106,7 @@ def plot_learning_curve(curve: pd.DataFrame, levels: pd.DataFrame, out_dir: Path
     95% CI band, and the baselines' validation levels as horizontal lines.
 
     Args:
-        curve: ``evaluate.learning_curve``'s first frame (system, examples_seen, metric and
+        curve: ``learning.learning_curve``'s first frame (system, examples_seen, metric and
             its ``_ci_low``/``_ci_high``).
         levels: its second frame (system, metric): Random, Popularity, Zero-shot LLM.
     """
@@ -137,16 +140,16 @@ def plot_table2(table: pd.DataFrame, out_dir: Path, stem: str = "table2") -> lis
     sns.set_theme(style="whitegrid", context="notebook")
     families = ("recall", "mrr")
     ks = (3, 5, 10)
-    systems = list(table["label"])
-    fig, axes = plt.subplots(1, 2, figsize=(max(12, 1.1 * len(systems)), 4.2), sharey=False)
-    width = 0.8 / len(systems)
+    labels = list(table["label"])
+    fig, axes = plt.subplots(1, 2, figsize=(max(12, 1.1 * len(labels)), 4.2), sharey=False)
+    width = 0.8 / len(labels)
     for ax, family in zip(axes, families, strict=True):
         for i, (_, row) in enumerate(table.iterrows()):
             names = [f"{family}@{k}" for k in ks]
             means = [row[n] for n in names]
             low = [row[n] - row[f"{n}_ci_low"] for n in names]
             high = [row[f"{n}_ci_high"] - row[n] for n in names]
-            positions = [j + (i - (len(systems) - 1) / 2) * width for j in range(len(ks))]
+            positions = [j + (i - (len(labels) - 1) / 2) * width for j in range(len(ks))]
             ax.bar(positions, means, width=width, yerr=[low, high], capsize=2,
                    label=row["label"])
         ax.set_xticks(range(len(ks)), [f"@{k}" for k in ks])
@@ -177,10 +180,9 @@ def plot_item_count(rows: pd.DataFrame, out_dir: Path, stem: str = "figure9_item
     of panels per paradigm. ``rows``: grid results with ``axis.recommender.item_num`` and
     ``system`` columns."""
     sns.set_theme(style="whitegrid", context="notebook")
-    systems = [s for s in ("llmtrsr-hierarchical", "llmtrsr-recurrent")
-               if s in set(rows["system"])]
-    fig, axes = plt.subplots(len(systems), 2, figsize=(10, 3.6 * len(systems)), squeeze=False)
-    for r, system in enumerate(systems):
+    series = paradigm_series(rows["system"])
+    fig, axes = plt.subplots(len(series), 2, figsize=(10, 3.6 * len(series)), squeeze=False)
+    for r, system in enumerate(series):
         part = rows[rows["system"] == system].sort_values("axis.recommender.item_num")
         for c, family in enumerate(("recall", "mrr")):
             ax = axes[r][c]
@@ -260,9 +262,14 @@ def _family(family: str) -> str:
 
 
 def _label(system: str) -> str:
-    from llmtrsr_utils.results import LABELS
+    return systems.label(system)
 
-    return LABELS.get(system, system)
+
+def paradigm_series(present: Iterable[str]) -> list[str]:
+    """The LLM-TRSR systems (one per registered paradigm, extensions included) among
+    ``present``, in the registry's order: the rows of Figure 9's panels."""
+    present = set(present)
+    return [s.name for s in systems.all_systems() if s.paradigm and s.name in present]
 
 
 GRID_FIGURES = {

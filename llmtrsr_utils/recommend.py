@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from llmtrsr_utils import systems
 from llmtrsr_utils.artifacts import check_writable, provenance, write_json
 from llmtrsr_utils.config import Config, ConfigError, RecommenderConfig
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
@@ -34,7 +35,7 @@ from llmtrsr_utils.datasets.splits import (
     NEGATIVES,
     load_items,
     load_split,
-    prepare_dataset,
+    prepared_dir,
     read_manifest,
 )
 from llmtrsr_utils.models import (
@@ -49,47 +50,68 @@ from llmtrsr_utils.packing import TreeCollator, build_tree, loss_items
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
 from llmtrsr_utils.records import TrainingRecord
 from llmtrsr_utils.segmentation import ELLIPSIS, PromptTooLongError
-from llmtrsr_utils.summarize import PARADIGM_REGISTRY, load_summaries
+from llmtrsr_utils.summarize import load_summaries
 
 log = logging.getLogger("llmtrsr")
-
-SYSTEMS: dict[str, dict[str, Any]] = {
-    "llmtrsr-hierarchical": {"summary": "hierarchical"},
-    "llmtrsr-recurrent": {"summary": "recurrent"},
-    "tallrec": {"summary": "none", "item_num": None},
-}
-
 
 class AnswerTokenError(ValueError):
     """An answer word that the tokenizer does not turn into exactly one token after the prompt."""
 
 
-def system_settings(system: str) -> dict[str, Any]:
-    """The recommender settings of an LLM system: one of :data:`SYSTEMS`, or
-    ``llmtrsr-<paradigm>`` for any other summarization paradigm (registered, or a module path:
-    ``llmtrsr-my_package.my_paradigm``), LLM-TRSR's prompt with that paradigm's summaries."""
-    if system in SYSTEMS:
-        return SYSTEMS[system]
-    name = system.removeprefix("llmtrsr-")
-    if system.startswith("llmtrsr-") and (name in PARADIGM_REGISTRY or "." in name):
-        return {"summary": name}
-    raise ValueError(f"unknown system {system!r}; known: {', '.join(SYSTEMS)}, or "
-                     f"llmtrsr-<paradigm> for another summarization paradigm")
+@dataclass(frozen=True)
+class SystemRun:
+    """One system resolved once under one run's params: what every stage is handed.
+
+    Attributes:
+        name: the system as it was asked for (a registered name or a module path).
+        spec: its entry in the registry of systems (label, kind, settings).
+        cfg: the system's own config: the run's params with the system's recommender settings
+            laid over them (a zero-shot system: those of the system whose prompts it reads).
+        params_hash: the run's params fingerprint; results rows and score files are keyed by it.
+    """
+
+    name: str
+    spec: systems.System
+    cfg: Config
+    params_hash: str
+
+    @property
+    def fingerprint(self) -> str:
+        """The system's own config fingerprint (the results rows' ``system_params_hash``)."""
+        return self.cfg.fingerprint()
+
+    @property
+    def adapter_dir(self) -> Path:
+        """One folder per trained system and training setting, so grid points never share an
+        adapter and identical settings (an ablation point equal to the main run) reuse one."""
+        if not self.spec.trained:
+            raise ValueError(f"{self.name} is a {self.spec.kind} system: it has no adapter")
+        rec = self.cfg.recommender
+        return (self.cfg.work_path / "adapters" /
+                f"{self.name}_{model_slug(rec.model)}_{training_fingerprint(self.cfg)[:10]}")
 
 
-def is_system(name: str) -> bool:
-    """True for an LLM system (trained and scored by the recommender), False otherwise."""
+def resolve(cfg: Config, name: str) -> SystemRun:
+    """Resolve a system once: its registry entry and its config under the run's params.
+
+    Raises:
+        ValueError: an unknown system (listing the known ones).
+    """
+    spec = systems.find(name)
+    settings = spec.recommender
+    if spec.kind == "untrained":
+        settings = systems.find(spec.prompts_of).recommender
+    own = dataclasses.replace(cfg, recommender=dataclasses.replace(cfg.recommender, **settings)
+                              ) if settings else cfg
+    return SystemRun(name=name, spec=spec, cfg=own, params_hash=cfg.fingerprint())
+
+
+def is_llm_system(name: str) -> bool:
+    """True for a system trained by the recommender (an LLM system or a control)."""
     try:
-        system_settings(name)
+        return systems.find(name).trained
     except ValueError:
         return False
-    return True
-
-
-def system_config(cfg: Config, system: str) -> Config:
-    """The config with the recommender settings of one LLM system (see system_settings)."""
-    return dataclasses.replace(cfg, recommender=dataclasses.replace(
-        cfg.recommender, **system_settings(system)))
 
 
 def training_fingerprint(cfg: Config) -> str:
@@ -97,30 +119,33 @@ def training_fingerprint(cfg: Config) -> str:
     and the summarizer's when the prompt carries a summary. Not the epoch count or checkpoints
     kept, so that asking for more epochs resumes the same run from its last checkpoint."""
     sections = ["seed", "data", "recommender"]
-    if cfg.recommender.summary != "none":
+    if cfg.recommender.summary != systems.NO_SUMMARY:
         sections.append("summarizer")
     return cfg.fingerprint(*sections,
                            ignore=("recommender.epochs", "recommender.save_total_limit"))
 
 
-def adapter_dir(cfg: Config, system: str) -> Path:
-    """One folder per system and training setting, so grid points never share an adapter and
-    identical settings (an ablation point equal to the main run) reuse one."""
-    cfg = system_config(cfg, system)
-    return (cfg.work_path / "adapters" /
-            f"{system}_{model_slug(cfg.recommender.model)}_{training_fingerprint(cfg)[:10]}")
-
-
-def is_trained(cfg: Config, system: str) -> bool:
+def is_trained(run: SystemRun) -> bool:
     """True when the system's training finished (its record exists and names every epoch)."""
-    path = adapter_dir(cfg, system) / "training.json"
+    path = run.adapter_dir / "training.json"
     if not path.is_file():
         return False
     record = json.loads(path.read_text())
-    epochs = system_config(cfg, system).recommender.epochs
     return record.get("global_step") == record.get("max_steps") and record.get(
-        "epochs", 0) >= epochs and bool(
-        list_checkpoints(adapter_dir(cfg, system)))
+        "epochs", 0) >= run.cfg.recommender.epochs and bool(list_checkpoints(run.adapter_dir))
+
+
+class AdapterMissingError(FileNotFoundError):
+    """An LLM system is evaluated before its training finished; ``llmtrsr train`` or
+    ``llmtrsr_utils.pipeline.ensure_adapter`` trains it."""
+
+
+def require_trained(run: SystemRun) -> None:
+    """Raise :class:`AdapterMissingError` unless the system's training finished."""
+    if not is_trained(run):
+        raise AdapterMissingError(f"{run.adapter_dir}: {run.name} has no finished adapter for "
+                                  f"these params; run `llmtrsr train --systems {run.name}` (or "
+                                  f"llmtrsr evaluate, which trains first)")
 
 
 # -- prompts ---------------------------------------------------------------------------------------
@@ -235,13 +260,14 @@ def answer_token_ids(tokenizer, prompt: str, answers: list[str]) -> tuple[int, i
 
 # -- data for a split ------------------------------------------------------------------------------
 
-def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None = None
+def split_prompts(run: SystemRun, split: str, tokenizer, *, max_users: int | None = None
                   ) -> tuple[list[UserPrompts], dict[str, int]]:
-    """Prompts for every user of a split under cfg's recommender settings (the summaries must
-    be there and current: ``pipeline.ensure_summaries``). The counts say what was shortened:
-    summaries cut to fit the prompt, recent items dropped, and final summaries the summarizer
-    cut at max_new_tokens."""
-    data_dir = prepare_dataset(cfg)
+    """Prompts for every user of a split under the system's recommender settings (the data
+    and summaries must be there and current: ``pipeline.ensure_system_inputs``). The counts
+    say what was shortened: summaries cut to fit the prompt, recent items dropped, and final
+    summaries the summarizer cut at max_new_tokens."""
+    cfg = run.cfg
+    data_dir = prepared_dir(cfg)
     domain = read_manifest(data_dir)["domain"]
     item_text = load_items(data_dir).set_index(ITEM_ID)["text"]
     frame = load_split(data_dir, split, windows=True)
@@ -249,7 +275,7 @@ def split_prompts(cfg: Config, split: str, tokenizer, *, max_users: int | None =
         frame = frame.head(max_users)
     summaries: dict[str, str] = {}
     cut: dict[str, bool] = {}
-    if cfg.recommender.summary != "none":
+    if cfg.recommender.summary != systems.NO_SUMMARY:
         table = load_summaries(cfg, split, cfg.recommender.summary, current=True)
         summaries = dict(zip(table[USER_ID], table["final_summary"], strict=True))
         cut = dict(zip(table[USER_ID], table["final_summary_cut"], strict=True))
@@ -428,8 +454,7 @@ def tree_rows(users: list[UserPrompts], tokenizer, answers: list[str], loss_on: 
     return rows
 
 
-def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = True,
-                  **overrides: Any):
+def build_trainer(run: SystemRun, out_dir: Path, *, progress: bool = True, **overrides: Any):
     """trl's SFTTrainer with a LoRA adapter for one system, on its training users.
 
     With ``recommender.packing: tree`` (default) each training row is one user's candidates
@@ -443,12 +468,12 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    cfg = system_config(cfg, system)
+    cfg = run.cfg
     rec = cfg.recommender
     processes = process_count()
     accumulation_steps(cfg, processes)  # refuse an impossible global batch before any loading
     tokenizer = load_model_tokenizer(rec, cache_dir=cfg.cache_dir, padding_side="right")
-    users, counts = split_prompts(cfg, "train", tokenizer)
+    users, counts = split_prompts(run, "train", tokenizer)
     answer_ids = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     examples = training_examples(users, rec.answer_words)
     device = default_device()
@@ -489,13 +514,13 @@ def build_trainer(cfg: Config, system: str, out_dir: Path, *, progress: bool = T
     return trainer, info
 
 
-def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:
+def train_system(run: SystemRun, *, progress: bool = True) -> dict[str, Any]:
     """LoRA SFT of one system; resumes from its last complete checkpoint. Returns the run
     record."""
-    cfg = system_config(cfg, system)
+    cfg, system = run.cfg, run.name
     rec = cfg.recommender
-    out_dir = check_writable(adapter_dir(cfg, system))  # before loading anything
-    trainer, info = build_trainer(cfg, system, out_dir, progress=progress)
+    out_dir = check_writable(run.adapter_dir)  # before loading anything
+    trainer, info = build_trainer(run, out_dir, progress=progress)
     # Not transformers' get_last_checkpoint: it takes the highest-numbered folder even when a
     # kill interrupted its writing; a checkpoint counts once its trainer state is written last.
     complete = list_checkpoints(out_dir)
@@ -524,21 +549,20 @@ def train_system(cfg: Config, system: str, *, progress: bool = True) -> dict[str
     return record
 
 
-def example_prompts(cfg: Config, system: str, n_users: int = 1) -> pd.DataFrame:
+def example_prompts(run: SystemRun, n_users: int = 1) -> pd.DataFrame:
     """Training prompts of the first users, with their answer and token count (notebook 03)."""
-    cfg = system_config(cfg, system)
-    rec = cfg.recommender
-    tokenizer = load_model_tokenizer(rec, cache_dir=cfg.cache_dir)
-    users, _ = split_prompts(cfg, "train", tokenizer, max_users=n_users)
-    rows = [{"system": system, USER_ID: u.user_id, "answer": rec.answer_words[1 - label],
+    rec = run.cfg.recommender
+    tokenizer = load_model_tokenizer(rec, cache_dir=run.cfg.cache_dir)
+    users, _ = split_prompts(run, "train", tokenizer, max_users=n_users)
+    rows = [{"system": run.name, USER_ID: u.user_id, "answer": rec.answer_words[1 - label],
              "tokens": len(tokenizer(prompt)["input_ids"]), "prompt": prompt}
             for u in users for prompt, label in zip(u.prompts, u.labels, strict=True)]
     return pd.DataFrame(rows)
 
 
-def training_record(cfg: Config, system: str) -> dict[str, Any]:
-    path = adapter_dir(system_config(cfg, system), system) / "training.json"
-    return json.loads(path.read_text())
+def training_record(run: SystemRun) -> dict[str, Any]:
+    """The training record a finished training wrote beside the adapter."""
+    return json.loads((run.adapter_dir / "training.json").read_text())
 
 
 def _step_of(checkpoint: str | None) -> int:

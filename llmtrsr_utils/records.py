@@ -128,6 +128,10 @@ class ResultRow:
     kit_version: str
     git_commit: str | None
     library_versions: str  # JSON: torch, transformers, peft, trl, ...
+    # The per-user scores this row was computed from, relative to the results folder
+    # (results.scores_file: keyed by system, split and params hash); None for a validation
+    # row of a checkpoint that was not selected (its scores stay beside the checkpoint).
+    scores_file: str | None = None
     # Stage-specific columns: the checkpoint folder, prompt_* counts, train_examples, a
     # classical model's training time and loss, ...
     extra: dict[str, Any] = field(default_factory=dict)

@@ -44,8 +44,9 @@ def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path
             continue
         written += plots.GRID_FIGURES[spec.figure](rows, out, spec.figure)
     table_path = efficiency.efficiency_path(cfg)
-    if table_path.is_file():
-        written += plots.plot_efficiency(pd.read_parquet(table_path), out)
+    table = pd.read_parquet(table_path) if table_path.is_file() else None
+    if table is not None and (table["params_hash"] == cfg.fingerprint()).any():
+        written += plots.plot_efficiency(table[table["params_hash"] == cfg.fingerprint()], out)
     else:
         missing.append(f"efficiency: {table_path} not found")
     curve_path = efficiency.prompt_growth_path(cfg)

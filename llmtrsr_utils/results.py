@@ -1,44 +1,55 @@
-"""The results store and reporting: one table of every evaluation row, read and written here,
-and the reports made from it (Table 2, the results CSV beside the figures).
+"""The results store and reporting: every evaluation row, every per-user score file, the grid
+and efficiency tables, read and written here, and the reports made from them (Table 2, the
+results CSV beside the figures).
 
 ``<work_dir>/results/metrics.parquet`` holds one row per (system, split, epoch or checkpoint)
 with every metric's mean and 95% CI, the timings, the prompt shortening counts, the params hash,
-versions and commit (written by :mod:`llmtrsr_utils.evaluate`). Nothing here imports torch or a
-model: figures and reports are drawn from saved tables alone.
+versions and commit. Each row names its per-user score file (``scores_file``), keyed like the
+row: ``scores/<system>_<split>_<params hash>.parquet``, so the same system evaluated under two
+params in one work dir keeps both, and a paired test reads the scores of exactly the rows it
+compares. :func:`upsert` is the one way a table gains rows (evaluation, grids, efficiency).
+Nothing here imports torch or a model: figures and reports are drawn from saved tables alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from llmtrsr_utils import metrics
-from llmtrsr_utils.artifacts import write_parquet
+from llmtrsr_utils import metrics, systems
+from llmtrsr_utils.artifacts import atomic_path, provenance, write_json, write_parquet
 from llmtrsr_utils.config import Config
 
-# Table 2 labels of the kit's own systems (a row also carries its display_name when written).
-LABELS = {"llmtrsr-hierarchical": "LLM-TRSR-Hierarchical",
-          "llmtrsr-recurrent": "LLM-TRSR-Recurrent", "tallrec": "TALLRec",
-          "zero-shot": "Zero-shot LLM"}
-# Table 2's order: references first, the LLM systems last; any other system after them.
-TABLE2_ORDER = ("zero-shot", "embedding", "popularity", "random", "ncf", "din", "dien",
-                "gru4rec", "narm", "sasrec", "core", "tallrec", "llmtrsr-hierarchical",
-                "llmtrsr-recurrent")
+# The key of an evaluation row: a rerun of a system under the same params replaces its rows.
+ROW_KEY = ("system", "params_hash")
+SCORES_DIR = "scores"
 
 
 def results_dir(cfg: Config) -> Path:
     return cfg.work_path / "results"
 
 
-def upsert_results(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    """Add this run's rows to the results table; they replace every earlier row of the same
-    system under the same params (a rerun supersedes the whole earlier evaluation: a row of an
-    epoch the rerun no longer selects must not stay beside the new selected row)."""
+def upsert(path: Path, new: pd.DataFrame, keys: Sequence[str] = ROW_KEY) -> pd.DataFrame:
+    """Add rows to a table, replacing every earlier row that shares their ``keys`` (a rerun
+    supersedes the whole earlier evaluation of a system under the same params: a row of an epoch
+    the rerun no longer selects must not stay beside the new selected row). Written atomically.
+
+    Args:
+        path: the table (parquet); created when missing.
+        new: the rows to add.
+        keys: the columns that identify what a row is a result of.
+
+    Returns:
+        The whole table as written.
+    """
+    keys = list(keys)
     if path.is_file() and not new.empty:
         old = pd.read_parquet(path)
-        replaced = pd.MultiIndex.from_frame(new[["system", "params_hash"]].drop_duplicates())
-        keep = ~pd.MultiIndex.from_frame(old[["system", "params_hash"]]).isin(replaced)
+        replaced = pd.MultiIndex.from_frame(new[keys].drop_duplicates())
+        keep = ~pd.MultiIndex.from_frame(old[keys]).isin(replaced)
         merged = pd.concat([old[keep], new], ignore_index=True)
     elif path.is_file():
         merged = pd.read_parquet(path)
@@ -46,6 +57,108 @@ def upsert_results(path: Path, new: pd.DataFrame) -> pd.DataFrame:
         merged = new
     write_parquet(merged.reset_index(drop=True), path)
     return merged
+
+
+# -- per-user scores ---------------------------------------------------------------------------
+
+def scores_file(system: str, split: str, params_hash: str) -> str:
+    """A score file's path relative to the results folder, keyed like its rows."""
+    return f"{SCORES_DIR}/{system}_{split}_{params_hash[:16]}.parquet"
+
+
+def write_scores(cfg: Config, system: str, split: str, params_hash: str,
+                 scores: metrics.UserScores) -> str:
+    """Save one system's per-user scores on a split; returns the path a row records."""
+    relative = scores_file(system, split, params_hash)
+    write_parquet(scores.frame(), results_dir(cfg) / relative)
+    return relative
+
+
+def read_scores(cfg: Config, row: dict[str, Any] | pd.Series) -> metrics.UserScores:
+    """The per-user scores a results row was computed from."""
+    return metrics.UserScores.from_frame(pd.read_parquet(results_dir(cfg) / row["scores_file"]))
+
+
+def stored_rows(cfg: Config, system: str, params_hash: str) -> pd.DataFrame | None:
+    """The rows of ``system`` under these params when its evaluation is complete (a test row,
+    and every row's score file present), else None: what a run with ``reuse`` reads back."""
+    path = results_dir(cfg) / "metrics.parquet"
+    if not path.is_file():
+        return None
+    table = pd.read_parquet(path)
+    rows = table[(table["system"] == system) & (table["params_hash"] == params_hash)]
+    if "scores_file" not in rows or "test" not in set(rows["split"]):
+        return None
+    files = [f for f in rows["scores_file"] if isinstance(f, str)]
+    complete = all((results_dir(cfg) / f).is_file() for f in files)
+    return rows if complete and len(files) == len(rows) else None
+
+
+def test_per_user(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-user test metrics of a system's selected test row (the scores it was made from)."""
+    test = rows[(rows["split"] == "test") & rows["selected"]].iloc[-1]
+    return read_scores(cfg, test).per_user()
+
+
+def save_evaluation(cfg: Config, rows: pd.DataFrame, per_user: dict[str, pd.DataFrame],
+                    asked: dict[str, list[str]], *, write_tables: bool = True) -> pd.DataFrame:
+    """Store an evaluation's rows; unless ``write_tables`` is off (grid points), also write
+    the run's Table 2, the paired tests of its systems (against
+    :data:`llmtrsr_utils.systems.PAIRED_REFERENCES`) and a record of what was asked.
+
+    Returns:
+        The whole results table.
+    """
+    out = results_dir(cfg)
+    table = upsert(out / "metrics.parquet", rows)
+    if write_tables:
+        write_table2(table[table["params_hash"] == cfg.fingerprint()], out)
+        tests = metrics.paired_tests(per_user, systems.PAIRED_REFERENCES, seed=cfg.seed)
+        if not tests.empty:
+            write_csv(tests, out / "paired_tests.csv")
+        write_json({**provenance(cfg), **asked}, out / "evaluate.json")
+    return table
+
+
+def point_result(cfg: Config, system: str, training: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """One grid point's outcome: the system's selected test row (every metric with its CI, the
+    scoring speed) plus, for a trained system, its training cost (``training``: its record).
+
+    Raises:
+        LookupError: no selected test row of the system under these params.
+    """
+    results = load_results(cfg)
+    rows = results[(results["system"] == system) & (results["params_hash"] == cfg.fingerprint())
+                   & (results["split"] == "test") & results["selected"]]
+    if rows.empty:
+        raise LookupError(f"{results_dir(cfg)}: no selected test row for {system} with these "
+                          f"params; evaluate it first")
+    row = rows.iloc[-1].to_dict()
+    keep = ["system", "epoch", "n_users", "scoring_seconds", "candidates_per_second",
+            "params_hash", "kit_version", "git_commit",
+            *[c for c in row if c.split("_ci_")[0].removesuffix("_pessimistic")
+              in metrics.METRICS], "tied_positive_share",
+            *[c for c in row if c.startswith("prompt_")]]  # shortening is never silent
+    result = {k: _plain(row[k]) for k in keep if k in row}
+    if training is not None:
+        result.update({"train_seconds": training["train_seconds"],
+                       "seconds_per_step": training["seconds_per_step"],
+                       "train_steps": training["global_step"],
+                       "train_examples": training["examples"]})
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars to Python ones, so the result is JSON."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def write_csv(frame: pd.DataFrame, path: Path, **kwargs: Any) -> Path:
+    """A CSV written under a temporary name and renamed into place."""
+    with atomic_path(path) as temp:
+        frame.to_csv(temp, **kwargs)
+    return path
 
 
 def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
@@ -69,14 +182,11 @@ def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
 def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
     """One row per system (the selected test row), in Table 2 order, with a display label."""
     test = results[(results["split"] == "test") & results["selected"]]
-    known = TABLE2_ORDER
-    present = list(dict.fromkeys(test["system"]))
-    order = ([s for s in known if s in present]  # Table 2's order, then any added baseline
-             + [s for s in present if s not in known])
+    order = systems.order_names(test["system"])  # the registry's order, then unknown names
     rows = pd.concat([test[test["system"] == s].tail(1) for s in order], ignore_index=True)
     stored = (rows["display_name"] if "display_name" in rows
               else pd.Series([None] * len(rows), index=rows.index))
-    rows["label"] = [label if isinstance(label, str) and label else LABELS.get(s, s)
+    rows["label"] = [label if isinstance(label, str) and label else systems.label(s)
                      for s, label in zip(rows["system"], stored, strict=True)]
     return rows
 
@@ -84,8 +194,9 @@ def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
 def write_table2(results: pd.DataFrame, out: Path) -> None:
     """Table 2 as ``table2.md`` and ``table2.csv`` in ``out`` (the one Table 2 writer)."""
     table = table2(results)
-    table.to_csv(out / "table2.csv")
-    (out / "table2.md").write_text(table.to_markdown() + "\n", encoding="utf-8")
+    write_csv(table, out / "table2.csv")
+    with atomic_path(out / "table2.md") as temp:
+        temp.write_text(table.to_markdown() + "\n", encoding="utf-8")
 
 
 # The results table's columns a reader of a committed results.csv needs (every metric with its
@@ -108,12 +219,13 @@ def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     metric_columns = [c for c in results.columns
                       if c.split("_ci_")[0].removesuffix("_pessimistic") in metrics.METRICS]
     columns = [c for c in REPORT_COLUMNS if c in results.columns]
-    results[columns[:7] + metric_columns + columns[7:]].to_csv(written[1], index=False)
+    write_csv(results[columns[:7] + metric_columns + columns[7:]], written[1], index=False)
     for name in ("paired_tests.csv", "learning_curve.csv"):
         source = results_dir(cfg) / name
         if source.is_file():
             written.append(out_dir / name)
-            written[-1].write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+            with atomic_path(written[-1]) as temp:
+                temp.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
     return written
 
 

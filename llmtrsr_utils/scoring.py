@@ -23,11 +23,17 @@ procedure.
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from llmtrsr_utils.config import RecommenderConfig
+from llmtrsr_utils.metrics import UserScores
 from llmtrsr_utils.packing import (
     build_tree,
     mask_for,
@@ -211,3 +217,47 @@ def score_dynamic(model, prompts_ids: Sequence[Sequence[int]], yes_id: int, no_i
         scores[start:start + len(chunk)] = yes_probability(
             logits[:, [yes_id, no_id]]).cpu().numpy()
     return scores
+
+
+# -- a system's scores -------------------------------------------------------------------
+
+def score_llm(model, tokenizer, users: Sequence[Any], yes_id: int, no_id: int,
+              rec: RecommenderConfig) -> UserScores:
+    """p(yes) of every user's candidates with the configured scorer (``recommender.scorer``).
+
+    Args:
+        users: each with ``user_id``, ``candidates`` and ``prompts`` (recommend.UserPrompts).
+    """
+    began = time.perf_counter()
+    ids = [[tokenizer(p)["input_ids"] for p in user.prompts] for user in users]
+    if rec.scorer == "tree":
+        per_batch = max(1, rec.score_batch_size // max(1, len(ids[0]) if ids else 1))
+        rows = score_tree(model, ids, yes_id, no_id, tokenizer.pad_token_id, per_batch)
+    else:
+        rows = [score_fast(model, user, yes_id, no_id, tokenizer.pad_token_id,
+                           batch_size=rec.score_batch_size) for user in ids]
+    return UserScores([u.user_id for u in users], [u.candidates for u in users],
+                      np.vstack(rows), time.perf_counter() - began)
+
+
+def with_adapter(base, checkpoint: Path, merge: bool, *, keep_base: bool):
+    """``base`` with the LoRA adapter saved at ``checkpoint``, in eval mode.
+
+    Args:
+        base: the recommender without adapter.
+        checkpoint: a folder peft saved (adapter_config.json, adapter_model.safetensors).
+        merge: fold the adapter into the base weights (``merge_and_unload``); faster scoring.
+        keep_base: merge into a copy, so ``base`` stays clean for the next checkpoint (merging
+            in place and subtracting again would leave rounding in the weights, and a later
+            checkpoint's scores would depend on whether an earlier one was cached).
+
+    Returns:
+        A model to score with: a merged plain model, or the peft model (``unload()`` gives the
+        clean base back).
+    """
+    from peft import PeftModel
+
+    if merge and keep_base:
+        base = copy.deepcopy(base)
+    model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
+    return model.merge_and_unload().eval() if merge else model

@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from llmtrsr_utils import systems
 from llmtrsr_utils.artifacts import (
     check_writable,
     provenance,
@@ -36,7 +37,7 @@ from llmtrsr_utils.artifacts import (
 )
 from llmtrsr_utils.config import Config, ConfigError, config_from_dict
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, USER_ID
-from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset, read_manifest
+from llmtrsr_utils.datasets.splits import load_items, load_split, prepared_dir, read_manifest
 from llmtrsr_utils.generation import CachedGenerator, GenerationCache, GenerationSettings
 from llmtrsr_utils.models import (
     context_length,
@@ -47,15 +48,12 @@ from llmtrsr_utils.models import (
 )
 from llmtrsr_utils.prompts import PromptFormatter, hierarchical_merge, recurrent_update
 from llmtrsr_utils.records import SummaryRecord
-from llmtrsr_utils.registry import Registry
 from llmtrsr_utils.segmentation import Block, PromptFitter, split_into_blocks
 
 log = logging.getLogger("llmtrsr")
 
-# The paper's two paradigms; others register with @paradigm (find_paradigm).
-PARADIGMS = ("hierarchical", "recurrent")
-# Bump when summaries made by an older kit must not be reused (2: prompt_format recorded; the
-# old kit applied a chat template whenever the model had one, whatever the params said).
+# Bump when summaries made by an older kit must not be reused (summaries of version 2 record
+# their prompt_format; earlier ones may carry a chat template the params did not ask for).
 SUMMARY_FORMAT_VERSION = 2
 
 
@@ -178,12 +176,12 @@ class Summarizer:
 # -- paradigms: a name and a function (summarizer, users) -> summaries ---------------------------
 
 Paradigm = Callable[[Summarizer, list[UserHistory]], list[UserSummary]]
-# Every paradigm by name; summarizer.paradigm: package.module imports a file that registers one.
-PARADIGM_REGISTRY: Registry[Paradigm] = Registry("paradigm", "paradigm")
 
 
-def paradigm(name: str) -> Callable[[Paradigm], Paradigm]:
-    """Decorator that registers a summarization paradigm under ``name``.
+def paradigm(name: str, label: str | None = None) -> Callable[[Paradigm], Paradigm]:
+    """Decorator that registers a summarization paradigm under ``name`` in the registry of
+    systems (:func:`llmtrsr_utils.systems.paradigm`), and with it the system
+    ``llmtrsr-<name>``.
 
     A paradigm takes the :class:`Summarizer` and every user of a split and returns one
     :class:`UserSummary` per user (start them with ``summarizer.start(users, name)``, generate
@@ -191,21 +189,24 @@ def paradigm(name: str) -> Callable[[Paradigm], Paradigm]:
     ``layers`` (a tree), whose last entry is the final summary. The paper's two paradigms
     below are written this way. See the README's recipe.
     """
-    def add(function: Paradigm) -> Paradigm:
-        return PARADIGM_REGISTRY.add(name, function, function.__module__)
-    return add
+    return systems.paradigm(name, label)
 
 
 def find_paradigm(name: str) -> Paradigm:
-    """A registered paradigm by name, or by the module path of a file that registers one."""
-    return PARADIGM_REGISTRY.find(name)
+    """A registered paradigm by name, or by the module path of a file that registers one
+    (``--paradigm package.module``, ``llmtrsr-package.module``)."""
+    systems.load_extensions()
+    function = systems.PARADIGMS.find(name)
+    if function is None:
+        raise ValueError(f"paradigm {name!r} is declared but no function was registered for it")
+    return function
 
 
-@paradigm("hierarchical")
+@paradigm(systems.HIERARCHICAL)
 def hierarchical(summarizer: Summarizer, users: list[UserHistory]) -> list[UserSummary]:
     """Figure 3(a): summarize each block, then merge the summaries layer by layer (groups of
     ``summarizer.fan_in``), every user's calls of one layer batched together."""
-    states = summarizer.start(users, "hierarchical")
+    states = summarizer.start(users, systems.HIERARCHICAL)
     jobs = [(s, f"block {b.index + 1}", b.fitted.prompt) for s in states for b in s.blocks]
     texts = iter(summarizer.generate_texts(jobs, f"hierarchical layer 0, {len(states)} users"))
     for state in states:
@@ -240,11 +241,11 @@ def hierarchical(summarizer: Summarizer, users: list[UserHistory]) -> list[UserS
     return states
 
 
-@paradigm("recurrent")
+@paradigm(systems.RECURRENT)
 def recurrent(summarizer: Summarizer, users: list[UserHistory]) -> list[UserSummary]:
     """Figure 3(b): summarize block 1, then update the summary with each next block, every
     user's calls of one step batched together."""
-    states = summarizer.start(users, "recurrent")
+    states = summarizer.start(users, systems.RECURRENT)
     jobs = [(s, "block 1", s.blocks[0].fitted.prompt) for s in states]
     texts = summarizer.generate_texts(jobs, f"recurrent step 1, {len(states)} users")
     for state, text in zip(states, texts, strict=True):
@@ -284,7 +285,7 @@ def summaries_path(cfg: Config, split: str, paradigm: str) -> Path:
 
 
 def split_histories(cfg: Config, split: str) -> tuple[list[UserHistory], str]:
-    data_dir = prepare_dataset(cfg)
+    data_dir = prepared_dir(cfg)
     items = load_items(data_dir).set_index(ITEM_ID)["text"]
     frame = load_split(data_dir, split, windows=True)
     users = [UserHistory(row[USER_ID], list(row[HISTORY]), items.loc[list(row[HISTORY])].tolist())

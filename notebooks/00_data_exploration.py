@@ -35,14 +35,15 @@ overrides = []
 # %%
 from llmtrsr_utils import plots
 from llmtrsr_utils.config import load_config, use_project_root
-from llmtrsr_utils.datasets.splits import load_items, load_split, prepare_dataset, read_manifest
+from llmtrsr_utils.datasets.splits import load_items, load_split, read_manifest
 from llmtrsr_utils.datasets.stats import dataset_statistics
 from llmtrsr_utils.models import load_model_tokenizer
+from llmtrsr_utils.pipeline import ensure_splits
 
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)
 
-data_dir = prepare_dataset(cfg)
+data_dir = ensure_splits(cfg)
 manifest = read_manifest(data_dir)
 
 # %% [markdown]

@@ -37,11 +37,11 @@ n_users_shown = 3
 import pandas as pd
 from IPython.display import display
 
-from llmtrsr_utils import plots
+from llmtrsr_utils import plots, systems
 from llmtrsr_utils.config import load_config, use_project_root
 from llmtrsr_utils.models import load_model_tokenizer
+from llmtrsr_utils.pipeline import ensure_splits
 from llmtrsr_utils.summarize import (
-    PARADIGMS,
     load_summaries,
     read_record,
     side_by_side,
@@ -51,9 +51,11 @@ from llmtrsr_utils.summarize import (
 
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)
+ensure_splits(cfg)
 
-records = {p: summarize_split(cfg, split, p) for p in PARADIGMS}
-frames = {p: load_summaries(cfg, split, p) for p in PARADIGMS}
+paradigms = systems.paradigm_names()  # every registered paradigm, extensions included
+records = {p: summarize_split(cfg, split, p) for p in paradigms}
+frames = {p: load_summaries(cfg, split, p) for p in paradigms}
 pd.DataFrame(records).T[["users", "calls_requested", "cache_hits", "model_calls",
                          "tokens_per_second", "seconds_per_user", "items_shortened",
                          "texts_shortened", "flags"]]
@@ -69,11 +71,11 @@ with pd.option_context("display.max_colwidth", None):
 # ## Every layer of one user (hierarchical) and every step (recurrent)
 
 # %%
-user = frames["hierarchical"].iloc[0]
+user = frames[systems.HIERARCHICAL].iloc[0]
 for depth, layer in enumerate(user["layers"]):
     for position, text in enumerate(layer, start=1):
         print(f"[layer {depth}, summary {position}] {text}\n")
-for step, text in enumerate(frames["recurrent"].iloc[0]["block_summaries"], start=1):
+for step, text in enumerate(frames[systems.RECURRENT].iloc[0]["block_summaries"], start=1):
     print(f"[recurrent step {step}] {text}\n")
 
 # %% [markdown]
@@ -82,7 +84,7 @@ for step, text in enumerate(frames["recurrent"].iloc[0]["block_summaries"], star
 # %%
 tokenizer = load_model_tokenizer(cfg.summarizer, cache_dir=cfg.cache_dir)
 lengths = summary_lengths(frames, tokenizer)
-seconds = {p: read_record(cfg, split, p)["seconds_per_user"] for p in PARADIGMS}
+seconds = {p: read_record(cfg, split, p)["seconds_per_user"] for p in paradigms}
 plots.plot_summary_lengths(lengths, seconds, cfg.figures_path)
 
 # %%

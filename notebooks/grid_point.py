@@ -37,8 +37,7 @@ from pathlib import Path
 
 from llmtrsr_utils.artifacts import write_json
 from llmtrsr_utils.config import load_config, use_project_root
-from llmtrsr_utils.evaluate import point_result
-from llmtrsr_utils.pipeline import run_evaluation
+from llmtrsr_utils.pipeline import point_result, run_evaluation
 
 use_project_root()  # params paths are relative to the kit's checkout
 cfg = load_config(params_file, overrides)

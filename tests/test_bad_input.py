@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from llmtrsr_utils.config import ConfigError, DataConfig, load_config
-from llmtrsr_utils.datasets import amazon_m2, generic, mind, movielens
 from llmtrsr_utils.datasets.base import DataFormatError
+from llmtrsr_utils.datasets.loaders import amazon_m2, generic, mind, movielens
 from tests.conftest import smoke_config, write_movielens
 from tests.test_loaders_amazon_m2 import PRODUCTS, SESSIONS, write_m2
 from tests.test_loaders_generic import INTERACTIONS, ITEMS, write_generic

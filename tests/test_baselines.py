@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llmtrsr_utils import baselines
+from llmtrsr_utils import baselines, systems
 from llmtrsr_utils.baselines import (
     candidate_ids,
     embedding_scores,
@@ -210,10 +210,10 @@ def test_plain_bert_folder_is_mean_pooled_and_frozen(tmp_path):
 TOY_BASELINE = '''
 import numpy as np
 
-from llmtrsr_utils.baselines import register
+from llmtrsr_utils.systems import baseline
 
 
-@register("most-recent-overlap", "Most recent item overlap")
+@baseline("most-recent-overlap", "Most recent item overlap")
 def score(frame, split, context):
     """Word overlap (Jaccard) of each candidate's text with the user's most recent item."""
     words = {i: set(t.lower().split()) for i, t in zip(context.items["item_id"],
@@ -251,7 +251,8 @@ def test_recipe_add_a_baseline_in_one_file(tmp_path, movielens_dir):
 
 
 def test_a_baseline_of_the_wrong_shape_is_refused(tmp_path, movielens_dir):
-    from llmtrsr_utils.evaluate import evaluate_baseline
+    from llmtrsr_utils.evaluate import evaluate_system
+    from llmtrsr_utils.pipeline import ensure_splits
     from tests.conftest import smoke_config
 
     @baselines.register("wrong-shape", "Wrong shape")
@@ -259,9 +260,13 @@ def test_a_baseline_of_the_wrong_shape_is_refused(tmp_path, movielens_dir):
         return np.zeros((len(frame), 3))
 
     try:
+        cfg = smoke_config(tmp_path, movielens_dir)
+        ensure_splits(cfg)
         with pytest.raises(ValueError, match=r"expected \(3, 21\)"):
-            evaluate_baseline(smoke_config(tmp_path, movielens_dir), "wrong-shape")
+            evaluate_system(cfg, "wrong-shape")
     finally:
-        baselines.REGISTRY.pop("wrong-shape")
-    with pytest.raises(ValueError, match="--baselines='nope': unknown baseline"):
+        systems.SYSTEMS.pop("wrong-shape")
+    with pytest.raises(ValueError, match="--systems/--baselines='nope': unknown system"):
         baselines.find("nope")
+    with pytest.raises(ValueError, match="is a classical system, not a reference scorer"):
+        baselines.find("core")

@@ -10,7 +10,7 @@ import yaml
 
 from llmtrsr_utils import grid
 from llmtrsr_utils.config import ConfigError, load_config
-from llmtrsr_utils.recommend import adapter_dir
+from llmtrsr_utils.recommend import resolve
 from tests.conftest import smoke_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +78,10 @@ def test_adapters_are_kept_apart_per_setting_and_shared_when_equal(tmp_path, mov
     zero = load_config(SMOKE, [*base, "recommender.item_num=0"])
     faster = load_config(SMOKE, [*base, "recommender.score_batch_size=2"])
     system = "llmtrsr-hierarchical"
+
+    def adapter_dir(cfg, name):
+        return resolve(cfg, name).adapter_dir
+
     assert adapter_dir(three, system) != adapter_dir(zero, system)
     assert adapter_dir(three, system) == adapter_dir(faster, system)  # scoring-only setting
     # TALLRec ignores the summarizer, so its adapter survives a summarizer change.

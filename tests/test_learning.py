@@ -47,7 +47,11 @@ def write_genre_dataset(folder: Path, n_users: int, items_per_user: int = 11, se
 
 
 def first_place_share(results_dir: Path, system: str) -> float:
-    scores = pd.read_parquet(results_dir / "scores" / f"{system}_test.parquet")
+    """Share of test users whose positive scores above every negative (from the score file
+    the system's selected test row names)."""
+    rows = pd.read_parquet(results_dir / "metrics.parquet")
+    row = rows[(rows["system"] == system) & (rows["split"] == "test") & rows["selected"]]
+    scores = pd.read_parquet(results_dir / row["scores_file"].iloc[-1])
     matrix = np.vstack(scores["scores"].map(np.asarray))
     return float((matrix[:, 0] > matrix[:, 1:].max(axis=1)).mean())
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from llmtrsr_utils.artifacts import sha256_of
 from llmtrsr_utils.config import DataConfig
-from llmtrsr_utils.datasets import amazon_m2
-from llmtrsr_utils.datasets.base import DataFormatError, sha256_file
+from llmtrsr_utils.datasets.base import DataFormatError
+from llmtrsr_utils.datasets.loaders import amazon_m2
 from llmtrsr_utils.datasets.render import render_items
 
 SESSIONS = (
@@ -75,8 +76,8 @@ def test_load_uk_default(tmp_path: Path) -> None:
                            "sessions_other_locale": 1, "products_read": 5, "products_kept": 3,
                            "products_dropped": 2}
     assert data.source_files == {
-        "sessions_train.csv": sha256_file(folder / "sessions_train.csv"),
-        "products_train.csv": sha256_file(folder / "products_train.csv"),
+        "sessions_train.csv": sha256_of(folder / "sessions_train.csv"),
+        "products_train.csv": sha256_of(folder / "products_train.csv"),
     }
 
 

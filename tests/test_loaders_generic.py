@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from llmtrsr_utils.artifacts import sha256_of
 from llmtrsr_utils.config import DataConfig
-from llmtrsr_utils.datasets import generic
-from llmtrsr_utils.datasets.base import DataFormatError, sha256_file
+from llmtrsr_utils.datasets.base import DataFormatError
+from llmtrsr_utils.datasets.loaders import generic
 
 ITEMS = (
     "item_id,title,category\n"
@@ -65,8 +66,8 @@ def test_load_good_fixture(tmp_path: Path) -> None:
 
     assert data.counts == {"items_read": 5, "items_duplicate_rows": 1, "interactions_read": 7,
                            "users_read": 3, "users_with_one_interaction": 1, "sequences": 2}
-    assert data.source_files == {"items.csv": sha256_file(folder / "items.csv"),
-                                 "interactions.csv": sha256_file(folder / "interactions.csv")}
+    assert data.source_files == {"items.csv": sha256_of(folder / "items.csv"),
+                                 "interactions.csv": sha256_of(folder / "interactions.csv")}
 
 
 def test_non_numeric_timestamp(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from llmtrsr_utils.artifacts import sha256_of
 from llmtrsr_utils.config import DataConfig
-from llmtrsr_utils.datasets import mind
-from llmtrsr_utils.datasets.base import DataFormatError, sha256_file
+from llmtrsr_utils.datasets.base import DataFormatError
+from llmtrsr_utils.datasets.loaders import mind
 
 NEWS = [
     "N55528\tlifestyle\tlifestyleroyals\tThe Brands Queen Elizabeth, Prince Charles, and Prince "
@@ -92,8 +93,8 @@ def test_load_good_fixture(tmp_path: Path) -> None:
     assert data.counts == {"news_read": 5, "news_duplicate_rows": 0, "behaviors_read": 7,
                            "impressions_without_click": 2, "users_read": 4,
                            "users_without_click": 1, "sequences": 3}
-    assert data.source_files == {"news.tsv": sha256_file(folder / "news.tsv"),
-                                 "behaviors.tsv": sha256_file(folder / "behaviors.tsv")}
+    assert data.source_files == {"news.tsv": sha256_of(folder / "news.tsv"),
+                                 "behaviors.tsv": sha256_of(folder / "behaviors.tsv")}
 
 
 # U55555: the first row in file order has an empty History (dropped, as the authors'

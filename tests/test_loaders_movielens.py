@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from llmtrsr_utils.artifacts import sha256_of
 from llmtrsr_utils.config import DataConfig
-from llmtrsr_utils.datasets import movielens
-from llmtrsr_utils.datasets.base import DataFormatError, sha256_file
+from llmtrsr_utils.datasets.base import DataFormatError
+from llmtrsr_utils.datasets.loaders import movielens
 from tests.conftest import write_movielens
 
 
@@ -23,7 +24,7 @@ def test_fixture_loads_items_and_chronological_sequences(movielens_dir):
     first = data.sequences.iloc[0]
     assert len(first["history"]) == 15 and isinstance(first["target"], str)
     assert data.domain == "movies"
-    assert data.source_files["ratings.csv"] == sha256_file(movielens_dir / "ratings.csv")
+    assert data.source_files["ratings.csv"] == sha256_of(movielens_dir / "ratings.csv")
 
 
 def test_sequences_follow_timestamps_and_min_rating(tmp_path):
@@ -61,7 +62,7 @@ def test_split_title_variants():
 def test_real_movielens_matches_the_pinned_release(real_movielens_root):
     folder = real_movielens_root / "movielens-latest-small"
     for name, sha in movielens.FILE_SHA256.items():
-        assert sha256_file(folder / name) == sha, name
+        assert sha256_of(folder / name) == sha, name
     data = movielens.load(DataConfig(), folder)
     assert len(data.items) == 9742
     assert len(data.sequences) == 610

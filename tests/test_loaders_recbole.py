@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from llmtrsr_utils.config import ConfigError, DataConfig
-from llmtrsr_utils.datasets import recbole
 from llmtrsr_utils.datasets.base import DataFormatError
+from llmtrsr_utils.datasets.loaders import recbole
 
 ROOT = Path(__file__).resolve().parents[1]
 

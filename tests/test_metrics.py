@@ -262,7 +262,7 @@ def test_selection_score_hand_computed():
 def test_a_rerun_replaces_every_earlier_row_of_the_system_and_params(tmp_path):
     """A forced rerun whose best epoch changed must not leave the old selected row beside the
     new one (found: three classical models had two test rows in Table 2's source)."""
-    from llmtrsr_utils.results import upsert_results
+    from llmtrsr_utils.results import upsert as upsert_results
 
     path = tmp_path / "metrics.parquet"
 

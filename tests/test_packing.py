@@ -17,7 +17,7 @@ from llmtrsr_utils.packing import (
     tree_attention_mask,
 )
 from llmtrsr_utils.pipeline import ensure_system_inputs
-from llmtrsr_utils.recommend import build_trainer
+from llmtrsr_utils.recommend import build_trainer, resolve
 from tests.conftest import smoke_config
 
 
@@ -81,7 +81,7 @@ def packed_against_trl(tmp_path: Path, data_dir: Path, model: str, loss_on: str,
                            f"recommender.packing={packing}",
                            f"summarizer.cache_file={tmp_path / 'gen.sqlite'}")
         ensure_system_inputs(cfg, "llmtrsr-hierarchical", ("train",), progress=False)
-        trainers[packing], _ = build_trainer(cfg, "llmtrsr-hierarchical",
+        trainers[packing], _ = build_trainer(resolve(cfg, "llmtrsr-hierarchical"),
                                              tmp_path / packing / "out", progress=False)
     plain, tree = trainers["none"], trainers["tree"]
     plain_params, tree_params = lora_parameters(plain.model), lora_parameters(tree.model)

@@ -95,7 +95,10 @@ def test_redraw_uses_only_saved_tables(tmp_path):
     pd.concat([item_rows, other]).to_parquet(path)
     efficiency_path = efficiency.efficiency_path(cfg)
     efficiency_path.parent.mkdir(parents=True)
-    efficiency_table().to_parquet(efficiency_path)
+    # The efficiency table keeps every profile's rows (results.upsert): redraw takes this one's.
+    pd.concat([efficiency_table().assign(params_hash=cfg.fingerprint()),
+               efficiency_table().assign(params_hash="another profile")]).to_parquet(
+        efficiency_path)
 
     written, missing = report.redraw(cfg)
     names = {p.name for p in written}

@@ -10,17 +10,18 @@ import pandas as pd
 import pytest
 import torch
 
+from llmtrsr_utils import recommend
+from llmtrsr_utils.datasets.splits import DataMissingError
 from llmtrsr_utils.models import load_causal_lm, load_tokenizer
+from llmtrsr_utils.pipeline import ensure_splits
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
 from llmtrsr_utils.recommend import (
     AnswerTokenError,
     RecommendationPrompts,
-    adapter_dir,
     answer_token_ids,
     attention_projections,
     list_checkpoints,
-    system_config,
-    train_system,
+    resolve,
 )
 from llmtrsr_utils.scoring import (
     score_dynamic,
@@ -223,6 +224,12 @@ def test_fast_scorer_equals_reference_on_smollm2():
     assert np.abs(tree - reference).max() < 1e-4
 
 
+def train_system(cfg, system: str, **kwargs):
+    """The training stage on prepared data (the pipeline's order, without its summarizing)."""
+    ensure_splits(cfg)
+    return recommend.train_system(resolve(cfg, system), **kwargs)
+
+
 def test_training_saves_each_epoch_and_resumes(tmp_path, movielens_dir):
     one_epoch = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=1")
     first = train_system(one_epoch, "tallrec", progress=False)
@@ -241,13 +248,16 @@ def test_training_saves_each_epoch_and_resumes(tmp_path, movielens_dir):
 
 
 def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
-    from llmtrsr_utils.evaluate import AdapterMissingError, evaluate
+    from llmtrsr_utils.evaluate import evaluate
     from llmtrsr_utils.pipeline import run_evaluation, train
+    from llmtrsr_utils.recommend import AdapterMissingError
     from llmtrsr_utils.results import load_results, table2
     from llmtrsr_utils.summarize import SummariesMissingError
 
     cfg = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=2")
     # A stage does not run the stages before it: it names what is missing and how to make it.
+    with pytest.raises(DataMissingError, match="run `llmtrsr data --params"):
+        recommend.train_system(resolve(cfg, "tallrec"), progress=False)
     with pytest.raises(SummariesMissingError, match="llmtrsr summarize --split train"):
         train_system(cfg, "llmtrsr-hierarchical", progress=False)
     with pytest.raises(AdapterMissingError, match="llmtrsr train --systems tallrec"):
@@ -272,7 +282,9 @@ def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
                                           "Popularity"}
     out = tmp_path / "results"
     assert (out / "table2.md").is_file() and (out / "paired_tests.csv").is_file()
-    scores = pd.read_parquet(out / "scores" / "tallrec_test.parquet")
+    row = test[test["system"] == "tallrec"].iloc[0]
+    scores = pd.read_parquet(out / row["scores_file"])
+    assert row["scores_file"] == f"scores/tallrec_test_{row['params_hash'][:16]}.parquet"
     assert len(scores) == 3 and all(len(s) == 21 for s in scores["scores"])
     # Evaluating again replaces rows rather than duplicating them.
     evaluate(cfg, [], ["random"], progress=False)
@@ -282,7 +294,7 @@ def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
 
 def test_learning_curve_scores_each_checkpoint_once(tmp_path, movielens_dir, monkeypatch):
     from llmtrsr_utils import evaluate as evaluation
-    from llmtrsr_utils import plots
+    from llmtrsr_utils import learning, plots
     from llmtrsr_utils.results import load_results
 
     # 6 users x 2 examples = 12 examples, 3 steps of 4; 2 checkpoints per epoch: a share of 1/2
@@ -293,7 +305,7 @@ def test_learning_curve_scores_each_checkpoint_once(tmp_path, movielens_dir, mon
     calls = []
     real = evaluation.score_llm
     monkeypatch.setattr(evaluation, "score_llm", lambda *a, **k: calls.append(1) or real(*a, **k))
-    curve, levels = evaluation.learning_curve(cfg, ["tallrec"], progress=False)
+    curve, levels = learning.learning_curve(cfg, ["tallrec"], progress=False)
     assert len(calls) == 3  # the untrained model and two checkpoints
     assert curve["examples_seen"].tolist() == [0, 8, 12]
     assert curve["checkpoint"].iloc[0] == "untrained" and (curve["n_users"] == 3).all()
@@ -351,7 +363,7 @@ def test_train_runs_under_accelerate_launch(tmp_path, movielens_dir):
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     cfg = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=1")
-    record = json.loads((adapter_dir(cfg, "tallrec") / "training.json").read_text())
+    record = json.loads((resolve(cfg, "tallrec").adapter_dir / "training.json").read_text())
     batch = (record["processes"], record["examples_per_row"], record["global_batch_size"])
     assert batch == (1, 2, 4)
     assert record["global_step"] > 0
@@ -375,7 +387,7 @@ def test_four_processes_train_with_the_configured_global_batch(tmp_path, moviele
             *[x for o in overrides for x in ("--set", o)]]
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((adapter_dir(cfg, "tallrec") / "training.json").read_text())
+    record = json.loads((resolve(cfg, "tallrec").adapter_dir / "training.json").read_text())
     assert (record["processes"], record["per_device_batch_size"], record["examples_per_row"],
             record["gradient_accumulation_steps"], record["global_batch_size"]) == (4, 1, 2, 2, 16)
     assert record["global_step"] == 1  # 6 users x 2 examples = 12 < 16 per step: one step
@@ -383,10 +395,18 @@ def test_four_processes_train_with_the_configured_global_batch(tmp_path, moviele
 
 def test_systems_differ_only_in_prompt_settings(tmp_path, movielens_dir):
     cfg = smoke_config(tmp_path, movielens_dir)
-    assert system_config(cfg, "tallrec").recommender.item_num is None
-    assert system_config(cfg, "tallrec").recommender.summary == "none"
-    assert system_config(cfg, "llmtrsr-recurrent").recommender.summary == "recurrent"
-    assert system_config(cfg, "llmtrsr-recurrent").recommender.item_num == 3
+    assert resolve(cfg, "tallrec").cfg.recommender.item_num is None
+    assert resolve(cfg, "tallrec").cfg.recommender.summary == "none"
+    assert resolve(cfg, "llmtrsr-recurrent").cfg.recommender.summary == "recurrent"
+    assert resolve(cfg, "llmtrsr-recurrent").cfg.recommender.item_num == 3
+    # The zero-shot LLM reads the prompts of the system its registry entry names.
+    assert resolve(cfg, "zero-shot").cfg.recommender == resolve(
+        cfg, "llmtrsr-hierarchical").cfg.recommender
+    # A system resolved once carries the run's params hash and its own fingerprint.
+    run = resolve(cfg, "tallrec")
+    assert run.params_hash == cfg.fingerprint() != run.fingerprint
+    with pytest.raises(ValueError, match="random is a reference system: it has no adapter"):
+        _ = resolve(cfg, "random").adapter_dir
 
 
 def test_merged_adapter_scores_equal_unmerged_and_leave_the_base_clean(tmp_path):
@@ -394,7 +414,7 @@ def test_merged_adapter_scores_equal_unmerged_and_leave_the_base_clean(tmp_path)
     merging for one checkpoint (keep_base) leaves the base's weights bit-identical."""
     from peft import LoraConfig, get_peft_model
 
-    from llmtrsr_utils.evaluate import with_adapter
+    from llmtrsr_utils.scoring import with_adapter
 
     model, tokenizer = load_causal_lm("tiny-random-llama")
     with torch.no_grad():

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from llmtrsr_utils.config import load_config
-from llmtrsr_utils.recommend import adapter_dir, list_checkpoints
+from llmtrsr_utils.recommend import list_checkpoints, resolve
 from tests.conftest import smoke_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_kill_nine_mid_training_then_resume(tmp_path, movielens_dir):
     settings = ["data.n_train_users=10", "recommender.epochs=3", "recommender.batch_size=2",
                 f"summarizer.cache_file={tmp_path / 'gen.sqlite'}"]
     overrides = smoke_overrides(tmp_path / "killed", movielens_dir, *settings)
-    folder = adapter_dir(load_config(SMOKE, overrides), "tallrec")
+    folder = resolve(load_config(SMOKE, overrides), "tallrec").adapter_dir
 
     def first_checkpoint_saved() -> bool:
         return bool(list_checkpoints(folder))

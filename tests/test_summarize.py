@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from llmtrsr_utils.datasets.splits import DataMissingError
 from llmtrsr_utils.generation import GenerationCache
+from llmtrsr_utils.pipeline import ensure_splits
 from llmtrsr_utils.summarize import (
     Summarizer,
     UserHistory,
@@ -98,8 +100,17 @@ def test_batched_and_unbatched_first_step_logits_agree(tmp_path, movielens_dir):
             assert torch.allclose(batched[row], single, atol=1e-4), row
 
 
+def prepared(tmp_path, movielens_dir, *extra):
+    """Smoke params with their data prepared (only the pipeline's ensure_splits builds data)."""
+    cfg = smoke_config(tmp_path, movielens_dir, *extra)
+    ensure_splits(cfg)
+    return cfg
+
+
 def test_summaries_written_and_rerun_makes_no_model_call(tmp_path, movielens_dir):
-    cfg = smoke_config(tmp_path, movielens_dir)
+    with pytest.raises(DataMissingError, match="run `llmtrsr data"):  # the stage builds no data
+        summarize_split(smoke_config(tmp_path, movielens_dir), "test", "hierarchical")
+    cfg = prepared(tmp_path, movielens_dir)
     first = summarize_split(cfg, "test", "hierarchical", progress=False)
     assert first["model_calls"] > 0 and first["users"] == 3
     frame = load_summaries(cfg, "test", "hierarchical")
@@ -116,9 +127,9 @@ def test_summaries_cut_at_max_new_tokens_are_counted(tmp_path, movielens_dir):
     """A random tiny model never emits its end token: every call stops at max_new_tokens and is
     counted as cut, in the summary record and in the recommender's prompt counts."""
     from llmtrsr_utils.models import load_tokenizer
-    from llmtrsr_utils.recommend import split_prompts
+    from llmtrsr_utils.recommend import resolve, split_prompts
 
-    cfg = smoke_config(tmp_path, movielens_dir)
+    cfg = prepared(tmp_path, movielens_dir)
     record = summarize_split(cfg, "test", "hierarchical", progress=False)
     frame = load_summaries(cfg, "test", "hierarchical")
     assert record["calls_cut_at_max_new_tokens"] == record["calls_requested"] == 9  # 3 x (2 + 1)
@@ -126,7 +137,8 @@ def test_summaries_cut_at_max_new_tokens_are_counted(tmp_path, movielens_dir):
     assert record["flags"]["hit_max_new_tokens"] == 9
     assert all(any(f.endswith("hit_max_new_tokens") for f in flags) for flags in frame["flags"])
     assert record["prompt_format"] == "plain" and record["format_version"] == 2
-    _, counts = split_prompts(cfg, "test", load_tokenizer("tiny-random-llama"))
+    _, counts = split_prompts(resolve(cfg, "llmtrsr-hierarchical"), "test",
+                              load_tokenizer("tiny-random-llama"))
     assert counts["summaries_cut_at_max_new_tokens"] == 3
 
 

@@ -61,9 +61,6 @@ class RawDataset:
     counts: dict[str, Any] = field(default_factory=dict)  # what the loader read and dropped
 
 
-sha256_file = sha256_of  # the name loaders use for source-file hashes
-
-
 def _first_undecodable_line(path: Path) -> tuple[int, str]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -223,3 +220,40 @@ def sequences_by_time(interactions: pd.DataFrame, line_column: str = "_line"
         TARGET: [ids[-1] for ids in long_enough],
     }, columns=[USER_ID, HISTORY, TARGET])
     return sequences.sort_values(USER_ID, kind="stable").reset_index(drop=True), per_user
+
+
+def raw_dataset(name: str, items: pd.DataFrame, attributes: Sequence[str],
+                interactions: pd.DataFrame, paths: Sequence[Path], *, items_read: int,
+                counts: dict[str, int | str], line_column: str = "_line") -> RawDataset:
+    """A "generic"-domain dataset from parsed tables (the generic and RecBole loaders'): each
+    user's interactions ordered by ``timestamp`` (ties: file order, ``line_column``) become a
+    sequence.
+
+    Args:
+        name: the dataset's name in the manifest.
+        items: the catalogue, one row per item (:func:`items_from_records`).
+        attributes: the item columns rendered as text, in order.
+        interactions: ``user_id``, ``item_id``, numeric ``timestamp`` and ``line_column``,
+            checked.
+        paths: the raw files, fingerprinted (sha256) in the manifest.
+        items_read: item rows read, before duplicates were collapsed.
+        counts: the loader's own counts, placed after the item counts.
+        line_column: the column holding each interaction's line in its file.
+
+    Returns:
+        The canonical :class:`RawDataset` (users with one interaction are dropped, counted).
+    """
+    sequences, per_user = sequences_by_time(interactions, line_column)
+    return RawDataset(
+        name=name, domain="generic", items=items, sequences=sequences,
+        attributes=list(attributes),
+        source_files={p.name: sha256_of(p) for p in paths},
+        counts={
+            "items_read": items_read,
+            "items_duplicate_rows": items_read - len(items),
+            **counts,
+            "users_read": len(per_user),
+            "users_with_one_interaction": len(per_user) - len(sequences),
+            "sequences": len(sequences),
+        },
+    )

@@ -13,13 +13,13 @@ training user and 20 per validation/test user, distinct and drawn uniformly from
   negatives is refused.
 
 Negatives come from a generator seeded per (seed, split, user), so a user's candidates do not
-change when other users are added or removed; the default rule makes the same draws as before
-the option existed, so its files are unchanged.
+change when other users are added or removed.
 
 Outputs (``<work_dir>/data``): ``items.parquet`` (item_id, attributes, rendered ``text``),
 ``train/valid/test.parquet`` (user_id, history, target, negatives, full_history_length) and
 ``manifest.json`` (params, counts, sha256 of every file). Same seed and params give
-byte-identical parquet files.
+byte-identical parquet files. The later stages read them through :func:`prepared_dir`, which
+refuses a folder that is missing, incomplete or made with other data settings.
 """
 
 from __future__ import annotations
@@ -43,8 +43,13 @@ from llmtrsr_utils.artifacts import (
     write_json,
     write_parquet,
 )
-from llmtrsr_utils.config import ENV_DATA_DIR, Config, ConfigError, DataConfig
-from llmtrsr_utils.datasets import loader_module
+from llmtrsr_utils.config import (
+    ENV_DATA_DIR,
+    NEGATIVE_EXCLUSIONS,
+    Config,
+    ConfigError,
+    DataConfig,
+)
 from llmtrsr_utils.datasets.base import (
     HISTORY,
     IMPRESSION_NEGATIVES,
@@ -54,6 +59,7 @@ from llmtrsr_utils.datasets.base import (
     DataFormatError,
     RawDataset,
 )
+from llmtrsr_utils.datasets.loaders import loader_module
 from llmtrsr_utils.datasets.render import render_items
 
 log = logging.getLogger("llmtrsr")
@@ -68,12 +74,18 @@ FORMAT_VERSION = 2  # bump when the files' layout or sampling changes (2: the wi
 WINDOW = "window"
 _FULL_HISTORY = "_full_history"  # the history before truncation, for the windows
 _SPLIT_CODES = {"train": 1, "valid": 2, "test": 3}
-# data.negative_exclusion values; the first is the default.
-NEGATIVE_EXCLUSIONS = ("history_and_target", "target", "none")
+# How the prepared data is made, named in DataMissingError.
+PREPARE_COMMAND = ("run `llmtrsr data --params <your params>` "
+                   "(or llmtrsr_utils.pipeline.ensure_splits)")
 
 
 class DataNotFoundError(FileNotFoundError):
     """The raw files are neither configured, nor under $LLMTRSR_DATA_DIR, nor downloadable."""
+
+
+class DataMissingError(FileNotFoundError):
+    """The prepared data (``<work_dir>/data``) is missing, incomplete, or was made with other
+    data settings: the stages that read it do not make it (see :func:`prepared_dir`)."""
 
 
 def _holds(folder: Path, files: tuple[str, ...]) -> bool:
@@ -318,13 +330,36 @@ def is_complete(out_dir: Path, cfg: Config) -> bool:
     return True
 
 
+def prepared_dir(cfg: Config) -> Path:
+    """The prepared data folder (``cfg.data_output_dir``) when it holds these data settings'
+    splits, every file intact (:func:`is_complete`, the check :func:`prepare_dataset` makes
+    before reusing it). The stages that read the splits call this; they never make them.
+
+    Raises:
+        DataMissingError: the folder is missing, incomplete, or was made with other data
+            settings; the message names the folder and the command that makes it.
+    """
+    out_dir = cfg.data_output_dir
+    if is_complete(out_dir, cfg):
+        return out_dir
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        why = "no prepared data (no manifest.json)"
+    elif manifest.get("fingerprint") != data_fingerprint(cfg):
+        why = "data prepared with other settings (seed or data.*)"
+    else:
+        why = "prepared data with a missing or modified file"
+    raise DataMissingError(f"{out_dir}: {why} for data.name={cfg.data.name}; {PREPARE_COMMAND} "
+                           "to prepare it")
+
+
 def prepare_dataset(cfg: Config, *, force: bool = False) -> Path:
     """Run the data stage into ``<work_dir>/data`` unless it already holds this config's result.
 
     Under a multi-process launch (torchrun / accelerate launch: ``WORLD_SIZE`` > 1) the main
-    process prepares the splits while the others wait, then they read its files: without this,
-    every process wrote the same files at once and one could read a manifest another had just
-    removed (found on the GPU machine: ``read_manifest`` returned None on rank 1).
+    process prepares the splits while the others wait, then they read its files (otherwise
+    every process would write the same files at once, and one could read a manifest another
+    had just removed).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from llmtrsr_utils.environment import process_state
@@ -353,7 +388,7 @@ def _prepare_dataset(cfg: Config, *, force: bool) -> Path:
     catalogue = items[ITEM_ID].to_numpy()
     for split in SPLITS:
         counts[f"{split}_users_negatives_topped_up_from_catalogue"] = 0
-        if cfg.data.negative_exclusion != "history_and_target":  # the default's counts unchanged
+        if cfg.data.negative_exclusion != "history_and_target":  # the default cannot draw them
             counts[f"{split}_users_target_among_negatives"] = 0
             counts[f"{split}_users_history_item_among_negatives"] = 0
 
@@ -396,7 +431,7 @@ def _prepare_dataset(cfg: Config, *, force: bool) -> Path:
 def negative_exclusion_of(out_dir: Path) -> str:
     """The ``data.negative_exclusion`` a prepared split was drawn with, from its manifest.
 
-    A missing manifest, or one written before the key existed, means the default rule.
+    A missing manifest, or one without the key, means the default rule.
     """
     manifest = read_manifest(out_dir) or {}
     data = manifest.get("params", {}).get("data", {})

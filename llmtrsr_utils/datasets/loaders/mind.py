@@ -18,8 +18,8 @@ how each user becomes one sequence (every row is checked for format whichever is
   news before it the history. The authors do not use the impressions; the kit keeps the chosen
   row's non-clicked news as ``impression_negatives``, so ``data.negative_source=impressions``
   still works (a kit option, not the authors').
-- ``latest_impression_click`` (the kit's rule before ``mind_target`` existed): each user's
-  latest impression with a click (ties on time: the later line); its History is the history,
+- ``latest_impression_click`` (a kit option, not the authors'): each user's latest
+  impression with a click (ties on time: the later line); its History is the history,
   its last clicked news in display order the target, its non-clicked news the
   ``impression_negatives``. Users who never click are dropped.
 
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llmtrsr_utils.artifacts import sha256_of
 from llmtrsr_utils.config import DataConfig
 from llmtrsr_utils.datasets.base import (
     HISTORY,
@@ -48,7 +49,6 @@ from llmtrsr_utils.datasets.base import (
     RawDataset,
     check_unique_items,
     read_records,
-    sha256_file,
 )
 
 DOMAIN = "news"
@@ -80,30 +80,30 @@ _CLICKED = r"-1(?: |$)"
 _TOKEN = re.compile(r"(\S+)-([01])")
 
 
-def variant_name(cfg: DataConfig) -> str:
+def variant_name(data: DataConfig) -> str:
     """The MIND variant a config asks for: "small" (default) or "large"."""
-    variant = cfg.variant or "small"
+    variant = data.variant or "small"
     if variant not in VARIANTS:
         raise ValueError(f"data.variant={variant!r} is not a MIND variant; "
                          f"expected one of {', '.join(VARIANTS)} (or null for small)")
     return variant
 
 
-def folder_names(cfg: DataConfig) -> tuple[str, ...]:
+def folder_names(data: DataConfig) -> tuple[str, ...]:
     """FOLDER_NAMES reordered so the configured variant's folder is looked for first."""
-    first = VARIANTS[variant_name(cfg)][0]
+    first = VARIANTS[variant_name(data)][0]
     return (first, *(name for name in FOLDER_NAMES if name != first))
 
 
-def download(cfg: DataConfig, dest_root: Path) -> Path:
+def download(data: DataConfig, dest_root: Path) -> Path:
     """Fetch the configured MIND variant; refused until its licence has been accepted."""
-    if not cfg.accept_licence:
+    if not data.accept_licence:
         raise PermissionError(
             "MIND is distributed under the Microsoft Research License Terms "
             f"({LICENCE_URL}). Read them, and if you accept them set data.accept_licence=true "
             "(e.g. --set data.accept_licence=true) to let the kit download MIND; or place "
             "news.tsv and behaviors.tsv yourself and set data.dir.")
-    folder, url = VARIANTS[variant_name(cfg)]
+    folder, url = VARIANTS[variant_name(data)]
     from llmtrsr_utils.datasets.download import fetch_and_extract
 
     dest_dir = Path(dest_root) / folder
@@ -113,29 +113,29 @@ def download(cfg: DataConfig, dest_root: Path) -> Path:
     return dest_dir
 
 
-def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
+def load(data: DataConfig, raw_dir: Path) -> RawDataset:
     """Parse news.tsv into items and behaviors.tsv into one sequence per user.
 
     Args:
-        cfg: the data config; ``cfg.mind_target`` picks how a user's rows become a sequence
+        data: the data config; ``data.mind_target`` picks how a user's rows become a sequence
             (see the module docstring).
         raw_dir: the folder holding news.tsv and behaviors.tsv.
 
     Returns:
         The canonical dataset; ``counts`` says what was read and what was dropped.
     """
-    if cfg.mind_target not in MIND_TARGETS:
-        raise ValueError(f"data.mind_target={cfg.mind_target!r} is not a MIND target rule; "
+    if data.mind_target not in MIND_TARGETS:
+        raise ValueError(f"data.mind_target={data.mind_target!r} is not a MIND target rule; "
                          f"expected one of {', '.join(MIND_TARGETS)}")
     raw_dir = Path(raw_dir)
     news_path, behaviors_path = (raw_dir / name for name in REQUIRED_FILES)
     items, news_read = _read_news(news_path)
-    sequences, counts = _read_behaviors(behaviors_path, cfg.mind_target)
+    sequences, counts = _read_behaviors(behaviors_path, data.mind_target)
     counts = {"news_read": news_read, "news_duplicate_rows": news_read - len(items), **counts}
     return RawDataset(
-        name=cfg.name, domain=DOMAIN, items=items, sequences=sequences,
+        name=data.name, domain=DOMAIN, items=items, sequences=sequences,
         attributes=list(DEFAULT_ATTRIBUTES),
-        source_files={p.name: sha256_file(p) for p in (news_path, behaviors_path)},
+        source_files={p.name: sha256_of(p) for p in (news_path, behaviors_path)},
         counts=counts,
     )
 

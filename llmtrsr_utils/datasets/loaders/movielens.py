@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llmtrsr_utils.artifacts import sha256_of
 from llmtrsr_utils.config import DataConfig
 from llmtrsr_utils.datasets.base import (
     HISTORY,
@@ -25,7 +26,6 @@ from llmtrsr_utils.datasets.base import (
     check_unique_items,
     numeric_column,
     read_records,
-    sha256_file,
 )
 
 DOMAIN = "movies"
@@ -44,7 +44,7 @@ FILE_SHA256 = {
 _YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 
 
-def download(cfg: DataConfig, dest_root: Path) -> Path:
+def download(data: DataConfig, dest_root: Path) -> Path:
     from llmtrsr_utils.datasets.download import fetch_and_extract
 
     expected = {f"ml-latest-small/{name}": sha for name, sha in FILE_SHA256.items()}
@@ -60,7 +60,7 @@ def split_title(title: str) -> tuple[str, str]:
     return title[:match.start()].strip(), match.group(1)
 
 
-def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
+def load(data: DataConfig, raw_dir: Path) -> RawDataset:
     raw_dir = Path(raw_dir)
     ratings_path, movies_path, tags_path = (raw_dir / name for name in REQUIRED_FILES)
     ratings = read_records(ratings_path, ["userId", "movieId", "rating", "timestamp"])
@@ -81,7 +81,7 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
         "title": [t for t, _ in titles],
         "year": [y for _, y in titles],
         "genres": genres,
-        "tags": movies["movieId"].map(_top_tags(tags, cfg.n_tags)).fillna(""),
+        "tags": movies["movieId"].map(_top_tags(tags, data.n_tags)).fillna(""),
     })
     items = check_unique_items(items, movies_path, DEFAULT_ATTRIBUTES)
     empty_titles = items.index[items["title"] == ""]
@@ -89,7 +89,7 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
         raise DataFormatError(movies_path, int(empty_titles[0]) + 2, "a non-empty movie title",
                               "''")
 
-    kept = ratings[ratings["rating"] >= cfg.min_rating]
+    kept = ratings[ratings["rating"] >= data.min_rating]
     # Stable sort: equal timestamps keep the file's order, so sequences are reproducible.
     kept = kept.sort_values(["userId", "timestamp"], kind="stable")
     sequences = []
@@ -101,9 +101,9 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
     frame = pd.DataFrame(sequences, columns=[USER_ID, HISTORY, TARGET])
     frame = frame.sort_values(USER_ID, kind="stable").reset_index(drop=True)
     return RawDataset(
-        name=cfg.name, domain=DOMAIN, items=items, sequences=frame,
+        name=data.name, domain=DOMAIN, items=items, sequences=frame,
         attributes=list(DEFAULT_ATTRIBUTES),
-        source_files={p.name: sha256_file(p) for p in (ratings_path, movies_path, tags_path)},
+        source_files={p.name: sha256_of(p) for p in (ratings_path, movies_path, tags_path)},
         counts={"ratings_read": len(ratings), "ratings_below_min_rating": len(ratings) - len(kept),
                 "movies_read": len(movies), "tags_read": len(tags),
                 "users_with_fewer_than_2_ratings": int(kept["userId"].nunique() - len(frame))},

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from llmtrsr_utils.artifacts import sha256_of
 from llmtrsr_utils.config import DataConfig
 from llmtrsr_utils.datasets.base import (
     HISTORY,
@@ -37,7 +38,6 @@ from llmtrsr_utils.datasets.base import (
     RawDataset,
     check_unique_items,
     read_records,
-    sha256_file,
 )
 
 DOMAIN = "shopping"
@@ -62,7 +62,7 @@ _QUOTED_ID = re.compile(r"'([^'\s]+)'")
 _ARRAY_EXPECTED = "an array of quoted product ids like ['B09W9FND7K' 'B09JSPLN1M']"
 
 
-def download(cfg: DataConfig, dest_root: Path) -> Path:
+def download(data: DataConfig, dest_root: Path) -> Path:
     """Amazon-M2 cannot be fetched unattended: explain where to get it and where to put it."""
     raise FileNotFoundError(
         "Amazon-M2 is not downloaded by the kit: its terms require signing in at "
@@ -72,15 +72,15 @@ def download(cfg: DataConfig, dest_root: Path) -> Path:
         f"under {Path(dest_root)}).")
 
 
-def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
-    """Parse both files, keeping only ``cfg.locale``.
+def load(data: DataConfig, raw_dir: Path) -> RawDataset:
+    """Parse both files, keeping only ``data.locale``.
 
     With ``locale`` None every session is kept and, since a product id then has one row per
     locale, the catalogue keeps the first row of each id in file order.
     """
     raw_dir = Path(raw_dir)
     sessions_path, products_path = (raw_dir / name for name in REQUIRED_FILES)
-    locale = cfg.locale
+    locale = data.locale
     if locale is not None and locale not in LOCALES:
         raise ValueError(f"data.locale={locale!r} is not an Amazon-M2 locale; expected one of "
                          f"{', '.join(LOCALES)} or null for all")
@@ -114,9 +114,9 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
     items = items.reset_index(drop=True)
 
     return RawDataset(
-        name=cfg.name, domain=DOMAIN, items=items, sequences=sequences,
+        name=data.name, domain=DOMAIN, items=items, sequences=sequences,
         attributes=list(DEFAULT_ATTRIBUTES),
-        source_files={p.name: sha256_file(p) for p in (sessions_path, products_path)},
+        source_files={p.name: sha256_of(p) for p in (sessions_path, products_path)},
         counts={
             "sessions_read": len(sessions),
             "sessions_kept_locale": len(sequences),

@@ -12,10 +12,7 @@ history. Equal timestamps keep the file's order, so sequences do not depend on s
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
 
 from llmtrsr_utils.config import DataConfig
 from llmtrsr_utils.datasets.base import (
@@ -25,10 +22,9 @@ from llmtrsr_utils.datasets.base import (
     RawDataset,
     items_from_records,
     numeric_column,
+    raw_dataset,
     read_records,
     require_non_empty,
-    sequences_by_time,
-    sha256_file,
 )
 
 DOMAIN = "generic"
@@ -40,7 +36,7 @@ INTERACTION_COLUMNS = [USER_ID, ITEM_ID, "timestamp"]
 _LINE = "_line"
 
 
-def download(cfg: DataConfig, dest_root: Path) -> Path:
+def download(data: DataConfig, dest_root: Path) -> Path:
     """A generic dataset is the user's own: explain the two files it needs."""
     raise FileNotFoundError(
         "The generic loader reads your own data; there is nothing to download. Put two UTF-8 "
@@ -79,7 +75,7 @@ def attributes_from_header(raw_dir: Path) -> list[str]:
     return attributes
 
 
-def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
+def load(data: DataConfig, raw_dir: Path) -> RawDataset:
     """Parse items.csv (attributes from its header) and interactions.csv into sequences."""
     raw_dir = Path(raw_dir)
     items_path, interactions_path = (raw_dir / name for name in REQUIRED_FILES)
@@ -93,40 +89,7 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
                                                header=True)
     require_non_empty(interactions, USER_ID, interactions_path)
     require_non_empty(interactions, ITEM_ID, interactions_path)
-    return raw_dataset(cfg.name, items, attributes, interactions,
+    return raw_dataset(data.name, items, attributes, interactions,
                        (items_path, interactions_path), items_read=len(items_raw),
                        counts={"interactions_read": len(interactions)})
 
-
-def raw_dataset(name: str, items: pd.DataFrame, attributes: Sequence[str],
-                interactions: pd.DataFrame, paths: Sequence[Path], *, items_read: int,
-                counts: dict[str, int | str]) -> RawDataset:
-    """A generic-domain dataset from parsed tables (this loader's and RecBole's): each user's
-    interactions ordered by ``timestamp`` (ties: file order, ``_line``) become a sequence.
-
-    Args:
-        name: the dataset's name in the manifest.
-        items: the catalogue, one row per item (:func:`items_from_records`).
-        attributes: the item columns rendered as text, in order.
-        interactions: ``user_id``, ``item_id``, numeric ``timestamp`` and ``_line``, checked.
-        paths: the raw files, fingerprinted (sha256) in the manifest.
-        items_read: item rows read, before duplicates were collapsed.
-        counts: the loader's own counts, placed after the item counts.
-
-    Returns:
-        The canonical :class:`RawDataset` (users with one interaction are dropped, counted).
-    """
-    sequences, per_user = sequences_by_time(interactions, _LINE)
-    return RawDataset(
-        name=name, domain=DOMAIN, items=items, sequences=sequences,
-        attributes=list(attributes),
-        source_files={p.name: sha256_file(p) for p in paths},
-        counts={
-            "items_read": items_read,
-            "items_duplicate_rows": items_read - len(items),
-            **counts,
-            "users_read": len(per_user),
-            "users_with_one_interaction": len(per_user) - len(sequences),
-            "sequences": len(sequences),
-        },
-    )

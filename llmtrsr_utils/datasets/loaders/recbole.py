@@ -38,10 +38,10 @@ from llmtrsr_utils.datasets.base import (
     RawDataset,
     items_from_records,
     numeric_column,
+    raw_dataset,
     read_records,
     require_non_empty,
 )
-from llmtrsr_utils.datasets.generic import raw_dataset
 
 DOMAIN = "generic"
 # Every token/token_seq field of the .item file after item_id: see item_fields().
@@ -69,9 +69,9 @@ def required_files(data: DataConfig) -> tuple[str, ...]:
     return (f"{name}.inter", f"{name}.item")
 
 
-def download(cfg: DataConfig, dest_root: Path) -> Path:
+def download(data: DataConfig, dest_root: Path) -> Path:
     """RecBole's datasets come from its own site; say where and where to put them."""
-    name = dataset_name(cfg)
+    name = dataset_name(data)
     raise FileNotFoundError(
         f"recbole: {name}.inter and {name}.item not found. Download the dataset's atomic files "
         "from RecBole's dataset list (https://recbole.io/dataset_list.html), unzip them into "
@@ -125,10 +125,10 @@ def item_fields(fields: list[tuple[str, str]]) -> list[str]:
     return [name for name, kind in fields if name != ITEM_ID and kind in TEXT_TYPES]
 
 
-def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
+def load(data: DataConfig, raw_dir: Path) -> RawDataset:
     """Parse ``<name>.item`` and ``<name>.inter`` into the canonical items and sequences."""
     raw_dir = Path(raw_dir)
-    items_path, inter_path = (raw_dir / f"{dataset_name(cfg)}.{ext}" for ext in ("item", "inter"))
+    items_path, inter_path = (raw_dir / f"{dataset_name(data)}.{ext}" for ext in ("item", "inter"))
 
     item_header = read_header(items_path)
     _require(item_header, ITEM_ID, ("token",), items_path)
@@ -155,12 +155,12 @@ def load(cfg: DataConfig, raw_dir: Path) -> RawDataset:
                                  else interactions[_LINE].astype("float64"))
     read = len(interactions)
     below = 0
-    if names.get("rating") == "float" and cfg.min_rating > 0:
+    if names.get("rating") == "float" and data.min_rating > 0:
         ratings = numeric_column(interactions, "rating", inter_path, header=True)
-        below = int((ratings < cfg.min_rating).sum())
-        interactions = interactions[ratings >= cfg.min_rating]
+        below = int((ratings < data.min_rating).sum())
+        interactions = interactions[ratings >= data.min_rating]
     # Timestamp ties keep the file's order (RecBole sorts stably too).
-    return raw_dataset(f"recbole:{dataset_name(cfg)}", items, attributes, interactions,
+    return raw_dataset(f"recbole:{dataset_name(data)}", items, attributes, interactions,
                        (items_path, inter_path), items_read=len(items_raw), counts={
                            "items_without_text": without_text,
                            "interactions_read": read,

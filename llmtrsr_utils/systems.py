@@ -32,6 +32,7 @@ import only this module at its top, so listing systems stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable, Mapping
@@ -91,10 +92,6 @@ class System:
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
-    def is_control(self) -> bool:
-        return self.kind == "control"
-
-    @property
     def trained(self) -> bool:
         """A LoRA-tuned recommender (``llmtrsr train`` makes its adapter)."""
         return self.kind in TRAINED_KINDS
@@ -111,23 +108,17 @@ def register(name: str, label: str, kind: str, *, module: str = __name__,
     with the same label and kind attaches new settings (a scorer to a declared baseline)."""
     if kind not in KINDS:
         raise ValueError(f"system {name!r}: kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    known = SYSTEMS.get(name)
-    if known is not None:
-        if (known.label, known.kind) != (label, kind):
-            raise ValueError(f"system {name!r} is registered twice (as {known.label!r}, "
-                             f"{known.kind} and as {label!r}, {kind})")
-        system = System(name, label, kind, known.rank, **{**_settings(known), **settings})
-        SYSTEMS[name] = system
-        return system
     for frozen in ("recommender", "options"):
         if frozen in settings:
             settings[frozen] = MappingProxyType(dict(settings[frozen]))
-    return SYSTEMS.add(name, System(name, label, kind, next(_ranks), **settings), module)
-
-
-def _settings(system: System) -> dict[str, Any]:
-    return {"recommender": system.recommender, "prompts_of": system.prompts_of,
-            "score": system.score, "paradigm": system.paradigm, "options": system.options}
+    known = SYSTEMS.get(name)
+    if known is None:
+        return SYSTEMS.add(name, System(name, label, kind, next(_ranks), **settings), module)
+    if (known.label, known.kind) != (label, kind):
+        raise ValueError(f"system {name!r} is registered twice (as {known.label!r}, "
+                         f"{known.kind} and as {label!r}, {kind})")
+    SYSTEMS[name] = dataclasses.replace(known, **settings)
+    return SYSTEMS[name]
 
 
 def paradigm_system(name: str) -> str:
@@ -261,12 +252,6 @@ def find(name: str) -> System:
         if name not in SYSTEMS:  # the module registered its paradigm under another name
             declare_paradigm(paradigm_name, module=paradigm_name)
     return SYSTEMS.find(name)
-
-
-def is_known(name: str) -> bool:
-    """True for a registered name (no import of a dotted name)."""
-    load_extensions()
-    return name in SYSTEMS
 
 
 def label(name: str) -> str:

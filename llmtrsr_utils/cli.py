@@ -58,6 +58,23 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_systems(args: argparse.Namespace) -> int:
+    rows = [{"name": s.name, "label": s.label, "kind": s.kind,
+             "settings": dict(s.recommender) or None, "prompts_of": s.prompts_of}
+            for s in systems.all_systems()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<22} {'kind':<10} {'Table 2 label':<26} recommender settings")
+    for row in rows:
+        settings = ", ".join(f"{k}={v}" for k, v in (row["settings"] or {}).items())
+        if row["prompts_of"]:
+            settings = f"the prompts of {row['prompts_of']}"
+        print(f"{row['name']:<22} {row['kind']:<10} {row['label']:<26} {settings}".rstrip())
+    print(f"\nparadigms: {', '.join(systems.paradigm_names())}")
+    return 0
+
+
 def cmd_summarize(args: argparse.Namespace) -> int:
     from llmtrsr_utils.datasets.splits import SPLITS
     from llmtrsr_utils.pipeline import ensure_splits
@@ -201,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the named models and whether they load offline",
         description="List registry models: kind, size, licence, source, offline availability.")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    listed = _command(
+        commands, "systems", cmd_systems, params=False,
+        help="list every scored system and paradigm, in Table 2's order",
+        description="The registry of scored systems (llmtrsr_utils.systems): name, kind (how "
+                    "it is trained and scored), Table 2 label and recommender settings, "
+                    "extensions in llmtrsr_utils/extensions/ included.")
+    listed.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     summarize = _command(
         commands, "summarize", cmd_summarize, progress=True,

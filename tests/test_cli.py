@@ -87,3 +87,15 @@ def test_bad_params_give_one_clear_line(tmp_path):
     assert f"{bad}: unknown key 'data.n_trian_users'" in result.stderr
     result = run_cli("data", "--set", "data.n_test_users=-1")
     assert result.returncode == 2 and "must be at least 1" in result.stderr
+
+
+def test_systems_lists_the_registry_in_table2_order():
+    from llmtrsr_utils import systems
+
+    listed = json.loads(run_cli("systems", "--json").stdout)
+    assert [row["name"] for row in listed] == systems.names()
+    tallrec = next(row for row in listed if row["name"] == systems.TALLREC)
+    assert tallrec["kind"] == "llm" and tallrec["settings"] == {"summary": "none",
+                                                                "item_num": None}
+    table = run_cli("systems").stdout
+    assert "LLM-TRSR-Hierarchical" in table and "paradigms: hierarchical, recurrent" in table

@@ -115,7 +115,7 @@ def save_evaluation(cfg: Config, rows: pd.DataFrame, per_user: dict[str, pd.Data
         write_table2(table[table["params_hash"] == cfg.fingerprint()], out)
         tests = metrics.paired_tests(per_user, systems.PAIRED_REFERENCES, seed=cfg.seed)
         if not tests.empty:
-            write_csv(tests, out / "paired_tests.csv")
+            write_csv(tests, out / "paired_tests.csv", index=False)
         write_json({**provenance(cfg), **asked}, out / "evaluate.json")
     return table
 

@@ -65,12 +65,12 @@ def cmd_systems(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<22} {'kind':<10} {'Table 2 label':<26} recommender settings")
+    print(f"{'name':<22} {'kind':<10} {'Table 2 label':<30} recommender settings")
     for row in rows:
         settings = ", ".join(f"{k}={v}" for k, v in (row["settings"] or {}).items())
         if row["prompts_of"]:
             settings = f"the prompts of {row['prompts_of']}"
-        print(f"{row['name']:<22} {row['kind']:<10} {row['label']:<26} {settings}".rstrip())
+        print(f"{row['name']:<22} {row['kind']:<10} {row['label']:<30} {settings}".rstrip())
     print(f"\nparadigms: {', '.join(systems.paradigm_names())}")
     return 0
 

@@ -36,10 +36,12 @@ EVALUATION_SPLITS = ("valid", "test")
 
 
 def names(value: str | Sequence[str], every: Sequence[str], setting: str,
-          known: Callable[[str], bool]) -> list[str]:
+          known: Callable[[str], bool], groups: dict[str, list[str]] | None = None
+          ) -> list[str]:
     """Names chosen by a setting as people write it: ``"all"`` (``every``), ``""`` (none), a
-    comma-separated string, or a list. A name with a dot is a module written outside the kit
-    (a baseline module, ``llmtrsr-<paradigm module>``), checked when it is used.
+    comma-separated string, or a list; a word of ``groups`` (``controls``) stands for its
+    names, ``all`` inside a list for ``every``. A name with a dot is a module written outside
+    the kit (a baseline module, ``llmtrsr-<paradigm module>``), checked when it is used.
 
     Raises:
         ConfigError: naming the setting, the unknown names and the built-in ones.
@@ -48,6 +50,8 @@ def names(value: str | Sequence[str], every: Sequence[str], setting: str,
         return list(every) if value.strip() == "all" else []
     chosen = override_list(value) if isinstance(value, str) else [str(v) for v in value]
     chosen = [name.strip() for text in chosen for name in text.split(",") if name.strip()]
+    groups = {"all": list(every), **(groups or {})}
+    chosen = list(dict.fromkeys(n for name in chosen for n in groups.get(name, [name])))
     unknown = [name for name in chosen if not known(name) and "." not in name]
     if unknown:
         raise ConfigError(f"{setting}: unknown {', '.join(unknown)}; choose from "
@@ -56,10 +60,11 @@ def names(value: str | Sequence[str], every: Sequence[str], setting: str,
 
 
 def system_names(value: str | Sequence[str] = "all") -> list[str]:
-    """Trained LLM systems; "all": every registered one (LLM-TRSR with each paradigm, TALLRec,
-    the controls), from the registry of systems."""
-    return names(value, systems.names(systems.TRAINED_KINDS), "systems",
-                 recommend.is_llm_system)
+    """Trained LLM systems, from the registry of systems; "all": the paper's (LLM-TRSR with
+    each registered paradigm, TALLRec); "controls": every control (null-summary,
+    oracle-older)."""
+    return names(value, systems.names("llm"), "systems", recommend.is_llm_system,
+                 groups={"controls": systems.names("control")})
 
 
 def baseline_names(value: str | Sequence[str] = "all") -> list[str]:

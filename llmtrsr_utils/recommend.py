@@ -260,6 +260,20 @@ def answer_token_ids(tokenizer, prompt: str, answers: list[str]) -> tuple[int, i
 
 # -- data for a split ------------------------------------------------------------------------------
 
+def older_items_text(history: list[str], item_text: pd.Series, item_num: int | None) -> str:
+    """The ``oracle-older`` control's summary: the texts of the history items older than the
+    ``item_num`` recent ones (all of them at item_num 0), oldest first, one per line, verbatim.
+
+    Raises:
+        ConfigError: item_num null (the whole history is already in the prompt).
+    """
+    if item_num is None:
+        raise ConfigError(f"recommender.item_num: null puts the whole history in the prompt; "
+                          f"the {systems.ORACLE_OLDER} control needs a number of recent items")
+    older = list(history)[:-item_num] if item_num else list(history)
+    return "\n".join(item_text.loc[older].tolist())
+
+
 def split_prompts(run: SystemRun, split: str, tokenizer, *, max_users: int | None = None
                   ) -> tuple[list[UserPrompts], dict[str, int]]:
     """Prompts for every user of a split under the system's recommender settings (the data
@@ -275,7 +289,11 @@ def split_prompts(run: SystemRun, split: str, tokenizer, *, max_users: int | Non
         frame = frame.head(max_users)
     summaries: dict[str, str] = {}
     cut: dict[str, bool] = {}
-    if cfg.recommender.summary != systems.NO_SUMMARY:
+    if run.spec.options.get("summary_source") == systems.OLDER_ITEMS:
+        summaries = {row[USER_ID]: older_items_text(row[HISTORY], item_text,
+                                                    cfg.recommender.item_num)
+                     for row in frame.to_dict("records")}
+    elif cfg.recommender.summary != systems.NO_SUMMARY:
         table = load_summaries(cfg, split, cfg.recommender.summary, current=True)
         summaries = dict(zip(table[USER_ID], table["final_summary"], strict=True))
         cut = dict(zip(table[USER_ID], table["final_summary_cut"], strict=True))

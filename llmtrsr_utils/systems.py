@@ -16,8 +16,9 @@ Kinds, and how each is trained and scored (``llmtrsr_utils.evaluate`` dispatches
 - ``classical``: a model of :mod:`llmtrsr_utils.classical`, trained on the training users;
 - ``llm``: a LoRA-tuned recommender, its ``recommender`` settings laid over the params'
   (LLM-TRSR with each paradigm's summaries, TALLRec with the whole history);
-- ``control``: scored like ``llm`` but not one of the paper's systems; tables and figures label
-  it as a control.
+- ``control``: trained and scored like ``llm`` but not one of the paper's systems: a check on
+  the method (issue 22's positive and negative controls). Table 2 labels it as a control, and
+  ``--systems all`` leaves it out (``--systems all,controls`` adds every control).
 
 Table 2 lists the kinds in that order, systems of one kind in the order they were registered.
 
@@ -52,6 +53,10 @@ ZERO_SHOT = "zero-shot"
 RANDOM = "random"
 POPULARITY = "popularity"
 EMBEDDING = "embedding"
+NULL_CONTROL = "null-summary"  # control: NULL in the summary slot (issue 22's `null`; a bare
+# null would read as YAML's null in a params or grid file)
+ORACLE_OLDER = "oracle-older"  # control: the older items' own texts in the summary slot
+OLDER_ITEMS = "older-items"  # a control's summary_source option: no summarizer call
 
 # Table 2's bands, top to bottom; a system's kind puts it in one.
 KINDS = ("untrained", "reference", "classical", "llm", "control")
@@ -78,7 +83,9 @@ class System:
         prompts_of: ``untrained``: the system whose prompts the untrained model reads.
         score: ``reference``: the scorer (attached by the module that defines it).
         paradigm: ``llm``: the paradigm whose summaries the prompt carries, if any.
-        options: settings of one kind (``classical``: ``loss``, its own paper's loss).
+        options: settings of one kind (``classical``: ``loss``, its own paper's loss;
+            ``control``: ``summary_source``, what fills the summary slot instead of a
+            summarizer).
     """
 
     name: str
@@ -192,6 +199,15 @@ for _name, _label, _loss in (("ncf", "NCF", "bce"), ("din", "DIN", "bce"),
 register(TALLREC, "TALLRec", "llm", recommender={"summary": NO_SUMMARY, "item_num": None})
 declare_paradigm(HIERARCHICAL)  # functions: llmtrsr_utils.summarize
 declare_paradigm(RECURRENT)
+# Controls (issue 22): LLM-TRSR's five-part prompt with the summary slot filled by a rule, no
+# summarizer. null-summary: NULL there, so the recent items are the only history (the negative
+# control: what a recommender learns with no summary). oracle-older: the texts of the history
+# items older than the recent ones, verbatim (the positive control: the information TALLRec
+# has, through LLM-TRSR's code path).
+register(NULL_CONTROL, "Control: no summary (NULL)", "control",
+         recommender={"summary": NO_SUMMARY})
+register(ORACLE_OLDER, "Control: older items verbatim", "control",
+         recommender={"summary": NO_SUMMARY}, options={"summary_source": OLDER_ITEMS})
 # What every other system is compared with in the paired tests: the paper's LLM baseline, the
 # untrained recommender, and chance.
 PAIRED_REFERENCES = (TALLREC, ZERO_SHOT, RANDOM)

@@ -69,8 +69,9 @@ def test_names_are_read_as_people_write_them():
     from llmtrsr_utils.config import ConfigError
     from llmtrsr_utils.pipeline import baseline_names, classical_names, system_names
 
-    assert system_names("all") == systems.names(("llm", "control"))
-    assert {"tallrec", "llmtrsr-hierarchical", "llmtrsr-recurrent"} <= set(system_names("all"))
+    assert system_names("all") == ["tallrec", "llmtrsr-hierarchical", "llmtrsr-recurrent"]
+    assert system_names("all,controls") == [*system_names("all"), "null-summary", "oracle-older"]
+    assert system_names("controls, tallrec") == ["null-summary", "oracle-older", "tallrec"]
     assert system_names("") == []
     assert system_names("tallrec, llmtrsr-recurrent") == ["tallrec", "llmtrsr-recurrent"]
     assert system_names(["llmtrsr-my.paradigm"]) == ["llmtrsr-my.paradigm"]  # a module path

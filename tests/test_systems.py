@@ -64,7 +64,8 @@ def test_the_registry_orders_table2_and_knows_each_kind():
     # Table 2's order: the untrained LLM, the reference scorers, the classical models, the LLMs.
     assert systems.names() == [
         "zero-shot", "embedding", "popularity", "random", "ncf", "din", "dien", "gru4rec",
-        "narm", "sasrec", "core", "tallrec", "llmtrsr-hierarchical", "llmtrsr-recurrent"]
+        "narm", "sasrec", "core", "tallrec", "llmtrsr-hierarchical", "llmtrsr-recurrent",
+        "null-summary", "oracle-older"]
     from llmtrsr_utils import baselines, classical, summarize
 
     assert set(classical.MODELS) == set(systems.names("classical"))
@@ -217,3 +218,61 @@ def test_one_system_under_two_params_keeps_both_score_files(tmp_path, movielens_
         assert diff == pytest.approx(1.0 - random_row["recall@3"])
     finally:
         systems.SYSTEMS.pop("item-num-probe")
+
+
+def summary_slot(prompt: str) -> str:
+    """The text between "[Preference Summary]" and the next section of a prompt."""
+    return prompt.split("[Preference Summary]\n", 1)[1].split("\n\n[", 1)[0]
+
+
+@pytest.mark.parametrize("item_num", [3, 0])
+def test_controls_build_exactly_the_intended_prompts(tmp_path, movielens_dir, item_num):
+    """null-summary: NULL in the summary slot; oracle-older: the older items' texts there,
+    verbatim; otherwise LLM-TRSR's prompt, the same recent items and candidates, and no
+    summarizer call."""
+    from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID
+    from llmtrsr_utils.datasets.splits import load_items, load_split
+    from llmtrsr_utils.models import load_tokenizer
+    from llmtrsr_utils.pipeline import ensure_splits, ensure_system_inputs
+    from llmtrsr_utils.recommend import resolve, split_prompts
+
+    cfg = smoke_config(tmp_path, movielens_dir, f"recommender.item_num={item_num}")
+    data_dir = ensure_splits(cfg)
+    for control in (systems.NULL_CONTROL, systems.ORACLE_OLDER):
+        ensure_system_inputs(cfg, control, ("test",))
+    assert not (tmp_path / "summaries").exists()  # no summarizer ran
+    tokenizer = load_tokenizer("tiny-random-llama")
+    users = {c: split_prompts(resolve(cfg, c), "test", tokenizer)[0]
+             for c in (systems.NULL_CONTROL, systems.ORACLE_OLDER)}
+    text = load_items(data_dir).set_index(ITEM_ID)["text"]
+    for row, null, oracle in zip(load_split(data_dir, "test").to_dict("records"),
+                                 users[systems.NULL_CONTROL], users[systems.ORACLE_OLDER],
+                                 strict=True):
+        history = list(row[HISTORY])
+        older = history[:-item_num] if item_num else history
+        recent = history[-item_num:] if item_num else []
+        assert null.candidates == oracle.candidates and len(null.prompts) == 21
+        for plain, with_older in zip(null.prompts, oracle.prompts, strict=True):
+            assert summary_slot(plain) == "NULL"
+            assert summary_slot(with_older) == "\n".join(text.loc[older])
+            assert with_older.replace(summary_slot(with_older), "NULL", 1) == plain
+            tail = plain.split("\n\n[", 2)[2]  # the recent items and the candidate
+            assert all(text.loc[i] in tail for i in recent)
+            assert not any(text.loc[i] in tail for i in older if i not in recent)
+    with pytest.raises(Exception, match="needs a number of recent items"):
+        split_prompts(resolve(smoke_config(tmp_path, movielens_dir, "recommender.item_num=null"),
+                              systems.ORACLE_OLDER), "test", tokenizer)
+
+
+def test_controls_train_and_score_as_controls(tmp_path, movielens_dir):
+    """`--systems controls` trains and scores both controls like any LLM system; Table 2 puts
+    them last and labels them as controls, and `all` leaves them out."""
+    from llmtrsr_utils.pipeline import run_evaluation, system_names
+    from llmtrsr_utils.results import load_results, table2
+
+    cfg = smoke_config(tmp_path, movielens_dir)
+    run_evaluation(cfg, "controls", ["random"], progress=False)
+    labels = list(table2(load_results(cfg)).index)
+    assert labels == ["Random", "Control: no summary (NULL)", "Control: older items verbatim"]
+    assert not set(system_names("all")) & {systems.NULL_CONTROL, systems.ORACLE_OLDER}
+    assert not (tmp_path / "summaries").exists()  # neither control calls the summarizer

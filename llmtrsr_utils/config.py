@@ -215,6 +215,11 @@ class RecommenderConfig(ModelSettings):
     # draws the learning curve (validation Recall@5 against training examples seen). 1: one per
     # epoch, the authors' selection.
     checkpoints_per_epoch: int = field(default=1, metadata=_at_least(1))
+    # Which checkpoint is scored on test. best_valid: the best on validation by Recall@3+5+10
+    # (the authors' rule); a warning states the validation interval when it is wider than the
+    # checkpoints' spread (the choice is then noise). final: the last checkpoint, validation
+    # users not scored. A single checkpoint is scored whatever this says.
+    select: str = field(default="best_valid", metadata=_choices("best_valid", "final"))
     # tree: a user's shared prefix once and every candidate behind it in one packed row
     # (llmtrsr_utils.packing; the faster on 2 CPU cores: 10.9 against 8.5 candidates/s);
     # prefix_cache: the prefix's KV cache repeated for batches of candidates. Equal scores.

@@ -28,7 +28,6 @@ from llmtrsr_utils.metrics import UserScores
 from llmtrsr_utils.models import load_model
 from llmtrsr_utils.recommend import (
     SystemRun,
-    UserPrompts,
     answer_token_ids,
     list_checkpoints,
     require_trained,
@@ -74,32 +73,44 @@ def result_row(run: SystemRun, split: str, scores: UserScores, *, epoch: float |
 
 
 def evaluate_trained(run: SystemRun, *, progress: bool = True) -> Evaluation:
-    """A trained LLM system: every checkpoint on validation, the best on test."""
+    """A trained system: the checkpoint ``recommender.select`` picks, scored on test."""
     require_trained(run)
     rec = run.cfg.recommender
     checkpoints = list_checkpoints(run.adapter_dir)
     base, tokenizer = load_model(rec, cache_dir=run.cfg.cache_dir)
     rows, kept = [], {}
-    if len(checkpoints) == 1:  # nothing to select: validation would only cost time
-        log.info("%s: one checkpoint, no selection; validation users not scored", run.name)
-        best_epoch, best_checkpoint = checkpoints[0]
+    rule = "only checkpoint" if len(checkpoints) == 1 else rec.select
+    if rule != "best_valid":  # nothing to select, or the last: validation would only cost time
+        log.info("%s: %s scored on test; validation users not scored", run.name, rule)
+        best_epoch, best_checkpoint = checkpoints[-1]
     else:
         rows, valid_scores, base = validation_rows(run, base, tokenizer, progress=progress)
         candidates = [row for row in rows if row["checkpoint"] != UNTRAINED]
         best = max(candidates, key=lambda row: row["selection_score"])  # ties: the earlier
-        log.info("%s: valid Recall@3+5+10 by epoch %s", run.name,
-                 {row["epoch"]: round(row["selection_score"], 4) for row in candidates})
+        _warn_within_noise(run.name, candidates)
         best_epoch, best_checkpoint = best["epoch"], Path(best["checkpoint"])
         kept["valid"] = valid_scores[best["checkpoint"]]
     for row in rows:
-        row["selected"] = row["epoch"] == best_epoch
+        row.update(selected=row["epoch"] == best_epoch, selection_rule=rule)
     users, counts = split_prompts(run, "test", tokenizer)
     yes_id, no_id = answer_token_ids(tokenizer, users[0].prompts[0], rec.answer_words)
     model = with_adapter(base, best_checkpoint, rec.merge_adapter, keep_base=False)
     kept["test"] = score_llm(model, tokenizer, users, yes_id, no_id, rec)
     rows.append(result_row(run, "test", kept["test"], epoch=best_epoch, selected=True,
-                           extra={"checkpoint": str(best_checkpoint), **_prefixed(counts)}))
+                           extra={"checkpoint": str(best_checkpoint), "selection_rule": rule,
+                                  **_prefixed(counts)}))
     return rows, kept
+
+
+def _warn_within_noise(name: str, rows: list[dict[str, Any]]) -> None:
+    """Log the checkpoints' validation Recall@5 spread and interval; warn when it is noise."""
+    spread = max(r["recall@5"] for r in rows) - min(r["recall@5"] for r in rows)
+    width = max(r["recall@5_ci_high"] - r["recall@5_ci_low"] for r in rows)
+    noise = " (within noise: recommender.select final, or more validation users)"
+    log.log(logging.WARNING if spread < width / 2 else logging.INFO, "%s: best_valid chose "
+            "among %d checkpoints on %d validation users: Recall@5 spread %.3f, its 95%% "
+            "interval %.3f wide%s", name, len(rows), rows[0]["n_users"], spread, width,
+            noise if spread < width / 2 else "")
 
 
 def validation_rows(run: SystemRun, base, tokenizer, *, progress: bool = True
@@ -127,7 +138,8 @@ def validation_rows(run: SystemRun, base, tokenizer, *, progress: bool = True
         name = str(checkpoint) if checkpoint else UNTRAINED
         cache = (checkpoint or folder) / ("valid_scores.parquet" if checkpoint
                                           else "untrained_valid_scores.parquet")
-        found = _cached_scores(cache, users)
+        found = UserScores.read_matching(cache, [u.user_id for u in users],
+                                         [list(u.candidates) for u in users])
         if found is None:
             model = with_adapter(base, checkpoint, rec.merge_adapter, keep_base=True) \
                 if checkpoint else base
@@ -139,18 +151,6 @@ def validation_rows(run: SystemRun, base, tokenizer, *, progress: bool = True
         rows.append(result_row(run, "valid", found, epoch=epoch, selected=False,
                                extra={"checkpoint": name, **extra}))
     return rows, scores, base
-
-
-def _cached_scores(path: Path, users: list[UserPrompts]) -> UserScores | None:
-    """Scores read back from ``path`` when it holds exactly these users and candidates."""
-    if not path.is_file():
-        return None
-    found = UserScores.from_frame(pd.read_parquet(path))
-    if found.user_ids != [u.user_id for u in users] or found.candidates != [
-            list(u.candidates) for u in users]:
-        log.info("%s: cached for other users or candidates; scoring again", path)
-        return None
-    return found
 
 
 def _prefixed(counts: dict[str, int]) -> dict[str, int]:  # prompt shortening, in the row

@@ -294,6 +294,16 @@ class UserScores:
                              "seconds": self.seconds})
 
     @classmethod
+    def read_matching(cls, path, user_ids: list[str], candidates: list[list[str]]
+                      ) -> UserScores | None:
+        """Scores saved at ``path`` (a parquet of :meth:`frame`) when they are of exactly these
+        users and candidates, else None (missing, or made for others: score again)."""
+        if not path.is_file():
+            return None
+        found = cls.from_frame(pd.read_parquet(path))
+        return found if (found.user_ids, found.candidates) == (user_ids, candidates) else None
+
+    @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> UserScores:
         seconds = float(frame["seconds"].iloc[0]) if "seconds" in frame and len(frame) else 0.0
         return cls(frame["user_id"].tolist(), [list(c) for c in frame["candidates"]],

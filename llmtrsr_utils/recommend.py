@@ -121,8 +121,8 @@ def training_fingerprint(cfg: Config) -> str:
     sections = ["seed", "data", "recommender"]
     if cfg.recommender.summary != systems.NO_SUMMARY:
         sections.append("summarizer")
-    return cfg.fingerprint(*sections,
-                           ignore=("recommender.epochs", "recommender.save_total_limit"))
+    return cfg.fingerprint(*sections, ignore=("recommender.epochs", "recommender.save_total_limit",
+                                              "recommender.select"))
 
 
 def is_trained(run: SystemRun) -> bool:

@@ -201,7 +201,8 @@ def write_table2(results: pd.DataFrame, out: Path) -> None:
 
 # The results table's columns a reader of a committed results.csv needs (every metric with its
 # CI, and what made the row).
-REPORT_COLUMNS = ["system", "split", "epoch", "selected", "checkpoint", "train_examples",
+REPORT_COLUMNS = ["system", "split", "epoch", "selected", "checkpoint", "selection_rule",
+                  "train_examples",
                   "n_users", "selection_score", "tied_positive_share", "candidates_per_second",
                   "scoring_seconds", "params_hash", "git_commit", "kit_version"]
 
@@ -219,7 +220,9 @@ def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     metric_columns = [c for c in results.columns
                       if c.split("_ci_")[0].removesuffix("_pessimistic") in metrics.METRICS]
     columns = [c for c in REPORT_COLUMNS if c in results.columns]
-    write_csv(results[columns[:7] + metric_columns + columns[7:]], written[1], index=False)
+    head = [c for c in columns if REPORT_COLUMNS.index(c) <= REPORT_COLUMNS.index("n_users")]
+    tail = [c for c in columns if c not in head]
+    write_csv(results[head + metric_columns + tail], written[1], index=False)
     for name in ("paired_tests.csv", "learning_curve.csv"):
         source = results_dir(cfg) / name
         if source.is_file():

@@ -435,3 +435,29 @@ def test_merged_adapter_scores_equal_unmerged_and_leave_the_base_clean(tmp_path)
     assert np.abs(with_lora - plain).max() > 1e-3  # the adapter changes the scores
     assert np.abs(score_reference(merged, rows, yes_id, no_id) - with_lora).max() < 1e-5
     assert all(torch.equal(before[k], v) for k, v in unmerged.unload().state_dict().items())
+
+
+def test_select_final_scores_the_last_checkpoint(tmp_path, movielens_dir, caplog):
+    """recommender.select: final scores the last checkpoint on test without scoring validation
+    users; best_valid scores every checkpoint on validation and states the interval; both use
+    one adapter (an evaluation setting), and every row says which rule picked it."""
+    from llmtrsr_utils.evaluate import evaluate
+    from llmtrsr_utils.pipeline import train
+    from llmtrsr_utils.results import load_results
+
+    final = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=2",
+                         "recommender.select=final")
+    record = train(final, "tallrec", progress=False)
+    best = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=2")
+    assert resolve(best, "tallrec").adapter_dir == resolve(final, "tallrec").adapter_dir
+    evaluate(final, ["tallrec"], [], progress=False)
+    rows = load_results(final, current=True)
+    assert rows["split"].tolist() == ["test"]  # no validation user scored
+    assert rows["checkpoint"].iloc[0] == record["checkpoints"][-1]
+    assert rows["selection_rule"].iloc[0] == "final"
+    with caplog.at_level("INFO", logger="llmtrsr"):
+        evaluate(best, ["tallrec"], [], progress=False)
+    rows = load_results(best, current=True)
+    assert sorted(rows[rows["split"] == "valid"]["epoch"]) == [0.0, 1.0, 2.0]
+    assert set(rows["selection_rule"]) == {"best_valid"}
+    assert "95% interval" in caplog.text and "3 validation users" in caplog.text

@@ -27,7 +27,7 @@ MODULE_ORDER = (
     # Stages, in the order a run goes through them.
     "segmentation", "models", "generation", "summarize",
     "scoring", "tree_trainer", "recommend",
-    "baselines", "classical", "results", "evaluate", "learning",
+    "baselines", "classical", "results", "evaluate", "learning", "history_shuffle",
     "plots",
     # Orchestration: make what is missing, grids, measurements, figures, entry points.
     "pipeline", "grid", "efficiency", "report", "notebooks", "cli",

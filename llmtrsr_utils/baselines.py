@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import pandas as pd
 from llmtrsr_utils import systems
 from llmtrsr_utils.artifacts import atomic_path
 from llmtrsr_utils.datasets.base import HISTORY, ITEM_ID, TARGET, USER_ID
-from llmtrsr_utils.datasets.splits import NEGATIVES, user_rng
+from llmtrsr_utils.datasets.splits import NEGATIVES, load_items, load_split, user_rng
+from llmtrsr_utils.metrics import UserScores
 from llmtrsr_utils.models import load_embedding_model, model_identity
 
 log = logging.getLogger("llmtrsr")
@@ -219,6 +221,28 @@ class BaselineContext:
     train: pd.DataFrame
     items: pd.DataFrame
     embedding_dir: Path
+
+
+def score_split(cfg: Any, name: str, data_dir: Path, split: str, frame: pd.DataFrame
+                ) -> UserScores:
+    """One reference scorer's scores of ``frame`` (a split's users, or the same users with
+    other histories: the history shuffle), timed, its shape checked.
+
+    Raises:
+        ValueError: a scorer whose array is not (users, 1 + negatives).
+    """
+    context = BaselineContext(cfg=cfg, train=load_split(data_dir, "train"),
+                              items=load_items(data_dir),
+                              embedding_dir=cfg.cache_path / "embeddings")
+    began = time.perf_counter()
+    matrix = np.asarray(find(name).score(frame, split, context), dtype=np.float64)
+    expected = (len(frame), 1 + len(frame[NEGATIVES].iloc[0]))
+    if matrix.shape != expected:
+        raise ValueError(f"baseline {name!r} scored {split} as an array of shape "
+                         f"{matrix.shape}; expected {expected} (users, 1 + negatives), "
+                         f"the positive in column 0")
+    return UserScores(frame[USER_ID].tolist(), candidate_ids(frame), matrix,
+                      time.perf_counter() - began)
 
 
 # A baseline is a system of kind "reference" in llmtrsr_utils.systems: a name, a label and a

@@ -123,6 +123,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history_shuffle(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.pipeline import shuffle_histories
+    from llmtrsr_utils.results import results_dir
+
+    cfg = _config(args)
+    table = shuffle_histories(cfg, args.systems, args.baselines)
+    shown = table[table["metric"] == "recall@5"]
+    print(shown[["display_name", "normal", "shuffled", "diff", "ci_low", "ci_high",
+                 "p_value"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nevery metric: {results_dir(cfg) / 'history_shuffle.csv'}")
+    return 0
+
+
 def cmd_baselines(args: argparse.Namespace) -> int:
     from llmtrsr_utils.pipeline import classical_names, run_evaluation
     from llmtrsr_utils.results import results_dir
@@ -268,6 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
                                f"module path (package.module) that registers one (README: add "
                                f"a baseline); 'all' (default: every registered one) or '' for "
                                f"none")
+
+    shuffle = _command(
+        commands, "history-shuffle", cmd_history_shuffle,
+        help="does a system read the user? score evaluated systems with other users' histories",
+        description="Score each evaluated system again on the same test users and candidates, "
+                    "every user given another user's history (and summary), and compare with "
+                    "its stored scores (paired bootstrap). A system that reads the history "
+                    "loses accuracy; Random and Popularity (the default baselines) must not "
+                    "change. Writes <work_dir>/results/history_shuffle.csv.")
+    shuffle.add_argument("--systems", default="all",
+                         help="comma list of LLM systems, 'all' (default), 'controls' or ''")
+    negative_controls = ",".join((systems.RANDOM, systems.POPULARITY))
+    shuffle.add_argument("--baselines", default=negative_controls,
+                         help=f"comma list of reference scorers or zero-shot (default: "
+                              f"{negative_controls}, the negative controls); classical models "
+                              f"are refused (their weights are not kept)")
 
     classical_models = _command(
         commands, "baselines", cmd_baselines, progress=True,

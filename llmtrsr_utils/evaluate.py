@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 import llmtrsr_utils
 from llmtrsr_utils import baselines, classical, metrics, results
 from llmtrsr_utils.artifacts import check_writable, provenance, write_parquet
 from llmtrsr_utils.config import Config
-from llmtrsr_utils.datasets.splits import NEGATIVES, load_items, load_split, prepared_dir
+from llmtrsr_utils.datasets.splits import load_split, prepared_dir
 from llmtrsr_utils.metrics import UserScores
 from llmtrsr_utils.models import load_model
 from llmtrsr_utils.recommend import (
@@ -170,26 +168,12 @@ def evaluate_zero_shot(run: SystemRun, *, progress: bool = True) -> Evaluation:
 
 def evaluate_reference(run: SystemRun, *, progress: bool = True) -> Evaluation:
     """A reference scorer (no training) on validation and test users."""
-    cfg = run.cfg
-    data_dir = prepared_dir(cfg)
-    context = baselines.BaselineContext(cfg=cfg, train=load_split(data_dir, "train"),
-                                        items=load_items(data_dir),
-                                        embedding_dir=cfg.cache_path / "embeddings")
-    score = baselines.find(run.name).score
-    rows, kept = [], {}
-    for split in ("valid", "test"):
-        frame = load_split(data_dir, split)
-        began = time.perf_counter()
-        matrix = np.asarray(score(frame, split, context), dtype=np.float64)
-        expected = (len(frame), 1 + len(frame[NEGATIVES].iloc[0]))
-        if matrix.shape != expected:
-            raise ValueError(f"baseline {run.name!r} scored {split} as an array of shape "
-                             f"{matrix.shape}; expected {expected} (users, 1 + negatives), "
-                             f"the positive in column 0")
-        kept[split] = UserScores(frame["user_id"].tolist(), baselines.candidate_ids(frame),
-                                 matrix, time.perf_counter() - began)
-        rows.append(result_row(run, split, kept[split], epoch=None, selected=True, extra={}))
-    return rows, kept
+    data_dir = prepared_dir(run.cfg)
+    kept = {split: baselines.score_split(run.cfg, run.name, data_dir, split,
+                                         load_split(data_dir, split))
+            for split in ("valid", "test")}
+    return [result_row(run, split, scores, epoch=None, selected=True, extra={})
+            for split, scores in kept.items()], kept
 
 
 def evaluate_classical(run: SystemRun, *, progress: bool = True) -> Evaluation:

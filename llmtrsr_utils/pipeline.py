@@ -24,7 +24,15 @@ from typing import Any
 
 import pandas as pd
 
-from llmtrsr_utils import evaluate, learning, recommend, results, summarize, systems
+from llmtrsr_utils import (
+    evaluate,
+    history_shuffle,
+    learning,
+    recommend,
+    results,
+    summarize,
+    systems,
+)
 from llmtrsr_utils.config import Config, ConfigError, override_list
 from llmtrsr_utils.datasets.base import USER_ID
 from llmtrsr_utils.datasets.splits import prepare_dataset
@@ -171,6 +179,18 @@ def learning_curve(cfg: Config, system_list: str | Sequence[str] = "all", *,
         ensure_system_inputs(cfg, system, ("valid",), progress=progress)
     ensure_system_inputs(cfg, systems.ZERO_SHOT, ("valid",), progress=progress)
     return learning.learning_curve(cfg, chosen, progress=progress)
+
+
+def shuffle_histories(cfg: Config, system_list: str | Sequence[str] = "all",
+                      baseline_list: str | Sequence[str] = (systems.RANDOM, systems.POPULARITY),
+                      ) -> pd.DataFrame:
+    """:func:`llmtrsr_utils.history_shuffle.history_shuffle` on systems already evaluated with
+    these params (their inputs made first); the default baselines are the negative controls,
+    whose scores do not depend on the user."""
+    chosen = [*system_names(system_list), *baseline_names(baseline_list)]
+    for name in chosen:
+        ensure_system_inputs(cfg, name, ("test",))
+    return history_shuffle.history_shuffle(cfg, chosen)
 
 
 def point_result(cfg: Config, system: str) -> dict[str, Any]:

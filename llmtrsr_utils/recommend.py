@@ -274,12 +274,14 @@ def older_items_text(history: list[str], item_text: pd.Series, item_num: int | N
     return "\n".join(item_text.loc[older].tolist())
 
 
-def split_prompts(run: SystemRun, split: str, tokenizer, *, max_users: int | None = None
+def split_prompts(run: SystemRun, split: str, tokenizer, *, max_users: int | None = None,
+                  donors: dict[str, str] | None = None
                   ) -> tuple[list[UserPrompts], dict[str, int]]:
     """Prompts for every user of a split under the system's recommender settings (the data
     and summaries must be there and current: ``pipeline.ensure_system_inputs``). The counts
     say what was shortened: summaries cut to fit the prompt, recent items dropped, and final
-    summaries the summarizer cut at max_new_tokens."""
+    summaries the summarizer cut at max_new_tokens. ``donors`` (the history shuffle) gives
+    each user the history and summary of another user, with the user's own candidates."""
     cfg = run.cfg
     data_dir = prepared_dir(cfg)
     domain = read_manifest(data_dir)["domain"]
@@ -297,6 +299,12 @@ def split_prompts(run: SystemRun, split: str, tokenizer, *, max_users: int | Non
         table = load_summaries(cfg, split, cfg.recommender.summary, current=True)
         summaries = dict(zip(table[USER_ID], table["final_summary"], strict=True))
         cut = dict(zip(table[USER_ID], table["final_summary_cut"], strict=True))
+    if donors is not None:
+        if frame[USER_ID].duplicated().any():
+            raise ValueError(f"{split}: the history shuffle needs one window per user")
+        histories = dict(zip(frame[USER_ID], frame[HISTORY], strict=True))
+        frame = frame.assign(**{HISTORY: [histories[donors[u]] for u in frame[USER_ID]]})
+        summaries = {u: summaries[donors[u]] for u in frame[USER_ID] if donors[u] in summaries}
     builder = RecommendationPrompts(cfg, tokenizer, domain)
     users = [builder.user_prompts(row, item_text, summaries.get(row[USER_ID]))
              for row in frame.to_dict("records")]

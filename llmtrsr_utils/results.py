@@ -210,8 +210,8 @@ REPORT_COLUMNS = ["system", "split", "epoch", "selected", "checkpoint", "selecti
 def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     """This params' results, where figures go (``figures_dir``, or ``out_dir``): Table 2
     (``table2.md``, ``table2.csv``), the results table (``results.csv``: every split, epoch
-    and checkpoint), the paired tests and the learning curve when the run made them. Returns
-    the files written."""
+    and checkpoint), the paired tests, the learning curve and the history shuffle when the run
+    made them. Returns the files written."""
     out_dir = Path(out_dir) if out_dir else cfg.figures_path
     out_dir.mkdir(parents=True, exist_ok=True)
     results = load_results(cfg, current=True)
@@ -223,7 +223,7 @@ def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     head = [c for c in columns if REPORT_COLUMNS.index(c) <= REPORT_COLUMNS.index("n_users")]
     tail = [c for c in columns if c not in head]
     write_csv(results[head + metric_columns + tail], written[1], index=False)
-    for name in ("paired_tests.csv", "learning_curve.csv"):
+    for name in ("paired_tests.csv", "learning_curve.csv", "history_shuffle.csv"):
         source = results_dir(cfg) / name
         if source.is_file():
             written.append(out_dir / name)

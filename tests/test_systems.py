@@ -276,3 +276,49 @@ def test_controls_train_and_score_as_controls(tmp_path, movielens_dir):
     assert labels == ["Random", "Control: no summary (NULL)", "Control: older items verbatim"]
     assert not set(system_names("all")) & {systems.NULL_CONTROL, systems.ORACLE_OLDER}
     assert not (tmp_path / "summaries").exists()  # neither control calls the summarizer
+
+
+def test_the_history_shuffle_moves_a_reader_and_not_the_negative_controls(tmp_path,
+                                                                          movielens_dir):
+    """Every user gets another user's history (a derangement); Random and Popularity do not
+    depend on the user and stay equal to the last digit; an LLM system's prompts now carry the
+    donor's history, so its scores change; the table and the shuffled scores are written."""
+    from llmtrsr_utils.datasets.splits import derangement, load_split
+    from llmtrsr_utils.models import load_tokenizer
+    from llmtrsr_utils.pipeline import run_evaluation, shuffle_histories
+    from llmtrsr_utils.recommend import resolve, split_prompts
+    from llmtrsr_utils.results import load_results, read_scores, results_dir
+
+    donors = derangement([f"u{i}" for i in range(7)], seed=42)
+    assert sorted(donors.values()) == sorted(donors) and all(k != v for k, v in donors.items())
+    assert derangement([f"u{i}" for i in range(7)], seed=42) == donors
+    cfg = smoke_config(tmp_path, movielens_dir)
+    run_evaluation(cfg, ["tallrec"], ["random", "popularity"], progress=False)
+    table = shuffle_histories(cfg, ["tallrec"], ["random", "popularity"])
+    recall = table[table["metric"] == "recall@5"].set_index("system")
+    for control in ("random", "popularity"):
+        assert recall.loc[control, "diff"] == 0.0 and recall.loc[control, "p_value"] == 1.0
+    test = load_results(cfg, current=True)
+    normal = read_scores(cfg, test[(test["system"] == "tallrec") & (test["split"] == "test")]
+                         .iloc[0])
+    shuffled = read_scores(cfg, {"scores_file": next(
+        (results_dir(cfg) / "scores").glob("tallrec_test-history-shuffle_*.parquet")
+    ).relative_to(results_dir(cfg)).as_posix()})
+    assert shuffled.candidates == normal.candidates
+    assert not np.allclose(shuffled.scores, normal.scores)
+    assert (results_dir(cfg) / "history_shuffle.csv").is_file()
+    from llmtrsr_utils.history_shuffle import shuffled_scores
+
+    with pytest.raises(ValueError, match="weights are not kept"):
+        shuffled_scores(cfg, "core", pd.DataFrame(), {})
+    # The prompts themselves: each user's history section is its donor's, candidates its own.
+    frame = load_split(cfg.data_output_dir, "test")
+    given = derangement(frame["user_id"].tolist(), cfg.seed)
+    tokenizer = load_tokenizer("tiny-random-llama")
+    own, _ = split_prompts(resolve(cfg, "tallrec"), "test", tokenizer)
+    other, _ = split_prompts(resolve(cfg, "tallrec"), "test", tokenizer, donors=given)
+    by_user = {u.user_id: u for u in own}
+    for user in other:
+        donor = by_user[given[user.user_id]]
+        assert user.candidates == by_user[user.user_id].candidates
+        assert user.prompts[0].split("\n\n[")[2] == donor.prompts[0].split("\n\n[")[2]

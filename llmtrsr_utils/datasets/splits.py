@@ -230,6 +230,22 @@ def user_rng(seed: int, split: str, user_id: str) -> np.random.Generator:
     return np.random.default_rng([seed, _SPLIT_CODES[split], user_key])
 
 
+def derangement(user_ids: list[str], seed: int) -> dict[str, str]:
+    """Each user -> another user, no one kept (one random cycle through every user, seeded):
+    whose history each user is given in the history shuffle.
+
+    Raises:
+        ValueError: fewer than two users.
+    """
+    if len(user_ids) < 2:
+        raise ValueError(f"a history shuffle needs at least 2 users; got {len(user_ids)}")
+    order = np.random.default_rng([seed, _SHUFFLE_STREAM]).permutation(len(user_ids))
+    return {user_ids[order[i]]: user_ids[order[(i + 1) % len(order)]] for i in range(len(order))}
+
+
+_SHUFFLE_STREAM = 0x5A1F  # mixed into the seed: the shuffle never reuses the negatives' stream
+
+
 def sample_negatives(catalogue: np.ndarray, excluded: set[str], k: int,
                      rng: np.random.Generator) -> list[str]:
     """k distinct items drawn uniformly from ``catalogue`` minus ``excluded`` (rejection sampling,

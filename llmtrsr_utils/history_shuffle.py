@@ -24,8 +24,13 @@ import pandas as pd
 
 from llmtrsr_utils import baselines, metrics, results
 from llmtrsr_utils.config import Config
-from llmtrsr_utils.datasets.base import HISTORY, USER_ID
-from llmtrsr_utils.datasets.splits import derangement, load_split, prepared_dir
+from llmtrsr_utils.datasets.base import USER_ID
+from llmtrsr_utils.datasets.splits import (
+    derangement,
+    load_split,
+    prepared_dir,
+    with_donor_histories,
+)
 from llmtrsr_utils.metrics import UserScores
 from llmtrsr_utils.models import load_model
 from llmtrsr_utils.recommend import answer_token_ids, resolve, split_prompts
@@ -54,9 +59,7 @@ def shuffled_scores(cfg: Config, name: str, stored: pd.DataFrame, donors: dict[s
     kind = run.spec.kind
     if kind == "reference":
         data_dir = prepared_dir(cfg)
-        test = load_split(data_dir, "test")
-        histories = dict(zip(test[USER_ID], test[HISTORY], strict=True))
-        shuffled = test.assign(**{HISTORY: [histories[donors[u]] for u in test[USER_ID]]})
+        shuffled = with_donor_histories(load_split(data_dir, "test"), donors)
         return baselines.score_split(cfg, name, data_dir, "test", shuffled)
     if kind == "classical":
         raise ValueError(f"{name}: a classical model is trained and scored in one step and its "

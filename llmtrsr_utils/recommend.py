@@ -37,6 +37,7 @@ from llmtrsr_utils.datasets.splits import (
     load_split,
     prepared_dir,
     read_manifest,
+    with_donor_histories,
 )
 from llmtrsr_utils.models import (
     context_length,
@@ -300,10 +301,7 @@ def split_prompts(run: SystemRun, split: str, tokenizer, *, max_users: int | Non
         summaries = dict(zip(table[USER_ID], table["final_summary"], strict=True))
         cut = dict(zip(table[USER_ID], table["final_summary_cut"], strict=True))
     if donors is not None:
-        if frame[USER_ID].duplicated().any():
-            raise ValueError(f"{split}: the history shuffle needs one window per user")
-        histories = dict(zip(frame[USER_ID], frame[HISTORY], strict=True))
-        frame = frame.assign(**{HISTORY: [histories[donors[u]] for u in frame[USER_ID]]})
+        frame = with_donor_histories(frame, donors)
         summaries = {u: summaries[donors[u]] for u in frame[USER_ID] if donors[u] in summaries}
     builder = RecommendationPrompts(cfg, tokenizer, domain)
     users = [builder.user_prompts(row, item_text, summaries.get(row[USER_ID]))

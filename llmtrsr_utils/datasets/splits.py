@@ -246,6 +246,19 @@ def derangement(user_ids: list[str], seed: int) -> dict[str, str]:
 _SHUFFLE_STREAM = 0x5A1F  # mixed into the seed: the shuffle never reuses the negatives' stream
 
 
+def with_donor_histories(frame: pd.DataFrame, donors: dict[str, str]) -> pd.DataFrame:
+    """``frame`` (one row per user) with each user's history replaced by ``donors[user]``'s;
+    targets and negatives stay the user's own.
+
+    Raises:
+        ValueError: a user with more than one row (training windows).
+    """
+    if frame[USER_ID].duplicated().any():
+        raise ValueError("the history shuffle needs one row per user (no training windows)")
+    histories = dict(zip(frame[USER_ID], frame[HISTORY], strict=True))
+    return frame.assign(**{HISTORY: [histories[donors[u]] for u in frame[USER_ID]]})
+
+
 def sample_negatives(catalogue: np.ndarray, excluded: set[str], k: int,
                      rng: np.random.Generator) -> list[str]:
     """k distinct items drawn uniformly from ``catalogue`` minus ``excluded`` (rejection sampling,

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean
+.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate
 
 $(VENV)/.installed: pyproject.toml requirements-models.txt
 	@test -n "$(PYTHON)" || { echo "no python3.11, 3.12 or 3.13 found: set PYTHON=/path/to/python"; exit 1; }
@@ -27,6 +27,24 @@ install-dev: $(VENV)/.installed-dev
 
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/llmtrsr notebooks --params $(PARAMS)
+
+# Issue 22's gate (params/laptop_gate.yaml): the two controls at item_num 0, one command per
+# training seed (each resumable, about 35 minutes on 2 cores), then all seeds read back and
+# pooled into figures/laptop_gate/. SEEDS=43 runs one seed.
+GATE := params/laptop_gate.yaml
+SEEDS ?= 42 43 44
+gate: $(VENV)/.installed
+	@for seed in $(SEEDS); do \
+	  $(VENV)/bin/llmtrsr evaluate --params $(GATE) --seeds $$seed --systems controls \
+	    --baselines random,popularity --reuse --no-progress || exit 1; \
+	  $(VENV)/bin/llmtrsr history-shuffle --params $(GATE) --seeds $$seed \
+	    --systems controls --baselines random,popularity || exit 1; \
+	done
+	$(VENV)/bin/llmtrsr evaluate --params $(GATE) --systems controls \
+	  --baselines random,popularity --reuse --no-progress
+	$(VENV)/bin/llmtrsr history-shuffle --params $(GATE) --systems controls \
+	  --baselines random,popularity
+	$(VENV)/bin/llmtrsr figures --params $(GATE)
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -538,7 +538,7 @@ def train_and_score(cfg: Config, name: str, data_dir: Path, *, progress: bool = 
     ``<work_dir>/results/classical/<name>.json`` with the params that made it.
 
     Args:
-        cfg: the run's config (``classical`` section, seed, cache dir).
+        cfg: the run's config (``classical`` section, training seed, cache dir).
         name: a classical system of the registry.
         data_dir: the prepared data (``pipeline.ensure_splits``).
 
@@ -551,9 +551,10 @@ def train_and_score(cfg: Config, name: str, data_dir: Path, *, progress: bool = 
     table = ItemTable(item_ids, vectors)
     frames = {split: load_split(data_dir, split) for split in ("train", "valid", "test")}
     model, record = train_model(name, table, frames["train"], frames["valid"], settings,
-                                seed=cfg.seed, progress=progress)
+                                seed=cfg.training_seed, progress=progress)
+    suffix = "" if cfg.training_seed == cfg.seed else f"_seed{cfg.training_seed}"
     write_json({**record, **provenance(cfg)}, cfg.work_path / "results" / "classical" /
-               f"{name}.json")
+               f"{name}{suffix}.json")
     scores = {}
     for split in ("valid", "test"):
         frame = frames[split]

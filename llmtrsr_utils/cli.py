@@ -21,10 +21,14 @@ def _add_params(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE",
                         help="override one parameter, e.g. --set data.n_test_users=8 "
                              "(repeatable; the value is read as YAML)")
+    parser.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                        help="training seeds: each trained system is trained and evaluated "
+                             "once per seed (same as --set 'seeds=[S1,S2]')")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.params, args.overrides)
+    seeds = [f"seeds=[{args.seeds}]"] if getattr(args, "seeds", None) else []
+    return load_config(args.params, [*override_list(args.overrides), *seeds])
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -101,14 +105,14 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from llmtrsr_utils.pipeline import system_names, train
+    from llmtrsr_utils.pipeline import system_names, train_seeds
 
     cfg = _config(args)
     for system in system_names(args.system):
-        record = train(cfg, system, progress=not args.no_progress)
-        print(f"{system:<22} {record['global_step']:>5} steps  {record['examples']:>5} examples  "
-              f"loss {record['train_loss']:.4f}  {record['seconds_per_step']:.2f} s/step  "
-              f"-> {record['output_dir']}")
+        for seed, record in train_seeds(cfg, system, progress=not args.no_progress).items():
+            print(f"{system:<22} seed {seed:<6} {record['global_step']:>5} steps  "
+                  f"{record['examples']:>5} examples  loss {record['train_loss']:.4f}  "
+                  f"{record['seconds_per_step']:.2f} s/step  -> {record['output_dir']}")
     return 0
 
 
@@ -117,8 +121,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from llmtrsr_utils.results import results_dir, table2
 
     cfg = _config(args)
-    rows = run_evaluation(cfg, args.systems, args.baselines, progress=not args.no_progress)
-    print(table2(rows).to_string())
+    rows = run_evaluation(cfg, args.systems, args.baselines, progress=not args.no_progress,
+                          reuse=args.reuse)
+    print(table2(rows, results_dir(cfg)).to_string())
     print(f"\nresults: {results_dir(cfg) / 'metrics.parquet'} (and table2.md, scores/)")
     return 0
 
@@ -281,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
                                f"module path (package.module) that registers one (README: add "
                                f"a baseline); 'all' (default: every registered one) or '' for "
                                f"none")
+    evaluate.add_argument("--reuse", action="store_true",
+                          help="read back every system (and seed) already evaluated with these "
+                               "params instead of scoring it again: resume a run seed by seed")
 
     shuffle = _command(
         commands, "history-shuffle", cmd_history_shuffle,

@@ -39,6 +39,7 @@ NEGATIVE_EXCLUSIONS = ("history_and_target", "target", "none")
 
 # Where outputs go and how fast they are made: no effect on any number a run reports.
 NOT_IN_FINGERPRINT = ("work_dir", "runs_dir", "figures_dir", "cache_dir", "ablations",
+                      "seeds", "train_seed",
                       "summarizer.batch_size", "summarizer.cache_file",
                       "recommender.score_batch_size", "recommender.scorer",
                       "recommender.merge_adapter")
@@ -282,12 +283,38 @@ class Config:
     figures_dir: str = "figures"
     # Converted models and generation caches; None: $LLMTRSR_CACHE_DIR or ~/.cache/llmtrsr.
     cache_dir: str | None = None
+    # The data seed: splits, sampled negatives, the bootstrap, Random; also the training seed
+    # when ``seeds`` is empty.
     seed: int = 42
+    # Training seeds (issue 22): every trained system (LLM systems, controls, classical models)
+    # is trained and evaluated once per seed; splits, candidates and summaries are shared (they
+    # follow ``seed``). Results rows record their seed; Table 2 and the paired tests pool them.
+    # []: one training seed, ``seed``. CLI: --set 'seeds=[42,43,44]' (papermill: overrides).
+    seeds: list[int] = field(default_factory=list)
+    # The training seed of one system's run, set by the kit for each entry of ``seeds`` (None:
+    # the first of ``seeds``, else ``seed``); it changes an adapter's fingerprint only when it
+    # differs from ``seed``, so one-seed adapters keep their folders.
+    train_seed: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
     recommender: RecommenderConfig = field(default_factory=RecommenderConfig)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
     ablations: AblationConfig = field(default_factory=AblationConfig)
+
+    @property
+    def training_seed(self) -> int:
+        """The seed a training run uses: ``train_seed``, else the first of ``seeds``, else
+        ``seed``."""
+        return self.train_seed if self.train_seed is not None else self.training_seeds[0]
+
+    @property
+    def training_seeds(self) -> list[int]:
+        """Every training seed of the run: ``seeds`` in order, else ``[seed]``."""
+        return list(dict.fromkeys(self.seeds)) if self.seeds else [self.seed]
+
+    def for_seed(self, seed: int) -> Config:
+        """This config training with ``seed`` (splits and summaries unchanged)."""
+        return dataclasses.replace(self, train_seed=seed)
 
     # -- derived paths -------------------------------------------------------------------
     @property

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 import llmtrsr_utils
-from llmtrsr_utils import baselines, classical, metrics, results
+from llmtrsr_utils import baselines, classical, metrics, results, systems
 from llmtrsr_utils.artifacts import check_writable, provenance, write_parquet
 from llmtrsr_utils.config import Config
 from llmtrsr_utils.datasets.splits import load_split, prepared_dir
@@ -64,7 +64,7 @@ def result_row(run: SystemRun, split: str, scores: UserScores, *, epoch: float |
         summarizer=cfg.summarizer.model, summary=cfg.recommender.summary,
         summarizer_prompt_format=cfg.summarizer.prompt_format,
         recommender_prompt_format=cfg.recommender.prompt_format,
-        item_num=cfg.recommender.item_num, seed=cfg.seed, params_hash=run.params_hash,
+        item_num=cfg.recommender.item_num, seed=run.seed, params_hash=run.params_hash,
         system_params_hash=run.fingerprint, kit_version=llmtrsr_utils.__version__,
         git_commit=stamp["git_commit"], library_versions=json.dumps(stamp["library_versions"]),
         extra=extra).to_dict()
@@ -196,16 +196,27 @@ EVALUATORS: dict[str, Callable[..., Evaluation]] = {
 
 
 def evaluate_system(cfg: Config, name: str, *, progress: bool = True) -> Evaluation:
-    """Rows and per-user scores of one system under ``cfg`` (its inputs made beforehand)."""
+    """Rows and per-user scores of one system under ``cfg`` and its training seed
+    (``cfg.training_seed``; its inputs made beforehand)."""
     run = resolve(cfg, name)
     return EVALUATORS[run.spec.kind](run, progress=progress)
+
+
+def seed_configs(cfg: Config, name: str) -> list[Config]:
+    """``cfg`` once per training seed for a system trained per seed (an LLM system, a control,
+    a classical model), else ``cfg`` alone (an untrained system or a reference scorer)."""
+    if systems.find(name).kind in systems.SEEDED_KINDS:
+        return [cfg.for_seed(seed) for seed in cfg.training_seeds]
+    return [cfg]
 
 
 def evaluate(cfg: Config, system_names: Sequence[str] = (),
              baseline_names: Sequence[str] = (), *, progress: bool = True,
              reuse: bool = False, write_tables: bool = True) -> pd.DataFrame:
     """Evaluate systems and baselines into the results store, which writes the per-user
-    scores, Table 2 and the paired tests. Returns the rows of the systems asked for.
+    scores, Table 2 and the paired tests. A system trained per seed is evaluated once per
+    training seed (``cfg.seeds``); Table 2 and the paired tests pool the seeds. Returns the
+    rows of the systems asked for.
 
     With ``reuse``, a system evaluated with these params (rows and score files stored) is read
     back, not scored again. ``write_tables=False`` (grid points) leaves Table 2 files alone.
@@ -214,19 +225,23 @@ def evaluate(cfg: Config, system_names: Sequence[str] = (),
     params_hash = cfg.fingerprint()
     frames, per_user = [], {}
     for name in [*system_names, *baseline_names]:
-        done = results.stored_rows(cfg, name, params_hash) if reuse else None
-        if done is not None:
-            log.info("%s: already evaluated with these params; reusing", name)
-        else:
-            log.info("evaluating %s", name)
-            rows, scores = evaluate_system(cfg, name, progress=progress)
-            for row in rows:
-                if row["selected"]:
-                    row["scores_file"] = results.write_scores(cfg, name, row["split"],
-                                                              params_hash, scores[row["split"]])
-            done = pd.DataFrame(rows)
-        frames.append(done)
-        per_user[name] = results.test_per_user(cfg, done)
+        per_user[name] = []
+        for scfg in seed_configs(cfg, name):
+            seed = resolve(scfg, name).seed
+            done = results.stored_rows(cfg, name, params_hash, seed) if reuse else None
+            if done is not None:
+                log.info("%s (seed %d): already evaluated with these params; reusing", name,
+                         seed)
+            else:
+                log.info("evaluating %s (seed %d)", name, seed)
+                rows, scores = evaluate_system(scfg, name, progress=progress)
+                for row in rows:
+                    if row["selected"]:
+                        row["scores_file"] = results.write_scores(
+                            cfg, name, row["split"], params_hash, seed, scores[row["split"]])
+                done = pd.DataFrame(rows)
+            frames.append(done)
+            per_user[name].append(results.test_per_user(cfg, done))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     results.save_evaluation(cfg, frame, per_user, {"systems": list(system_names),
                                                    "baselines": list(baseline_names)},

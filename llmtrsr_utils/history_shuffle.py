@@ -7,8 +7,8 @@ one random cycle through the users (:func:`llmtrsr_utils.datasets.splits.derange
 whose scores do not depend on the user (Random, Popularity: the negative controls) is unchanged
 to the last digit. Paired bootstrap over users, per metric, against the system's stored test
 scores (the run's selected checkpoint). Writes ``<work_dir>/results/history_shuffle.csv`` and
-the shuffled scores (``scores/<system>_test-history-shuffle_<params hash>.parquet``); the report
-puts the table beside Table 2.
+the shuffled scores (``scores/<system>_test-history-shuffle_<params hash>_seed<seed>.parquet``);
+the report puts the table beside Table 2.
 
 A classical model is trained and scored in one step and its weights are not kept, so it cannot
 be rescored here: it is refused with that reason.
@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from llmtrsr_utils import baselines, metrics, results
@@ -31,6 +32,7 @@ from llmtrsr_utils.datasets.splits import (
     prepared_dir,
     with_donor_histories,
 )
+from llmtrsr_utils.evaluate import seed_configs
 from llmtrsr_utils.metrics import UserScores
 from llmtrsr_utils.models import load_model
 from llmtrsr_utils.recommend import answer_token_ids, resolve, split_prompts
@@ -74,10 +76,27 @@ def shuffled_scores(cfg: Config, name: str, stored: pd.DataFrame, donors: dict[s
     return score_llm(model, tokenizer, users, yes_id, no_id, rec)
 
 
+def stored_shuffle(cfg: Config, name: str, stored: pd.DataFrame, seed: int
+                   ) -> UserScores | None:
+    """The shuffled scores of an earlier run when they are of this evaluation (written after
+    its test scores, the same users and candidates), else None: a run resumed seed by seed
+    does not score a seed twice."""
+    test = stored[(stored["split"] == "test") & stored["selected"]].iloc[-1]
+    folder = results.results_dir(cfg)
+    path = folder / results.scores_file(name, f"test-{MODE}", cfg.fingerprint(), seed)
+    normal = folder / test["scores_file"]
+    if not path.is_file() or path.stat().st_mtime_ns < normal.stat().st_mtime_ns:
+        return None
+    reference = results.read_scores(cfg, test)
+    return UserScores.read_matching(path, reference.user_ids, reference.candidates)
+
+
 def history_shuffle(cfg: Config, names: Sequence[str]) -> pd.DataFrame:
     """Score every named (already evaluated) system with shuffled histories and compare with
     its stored test scores: one row per system and metric with the normal and shuffled means,
-    their paired difference (shuffled - normal), its 95% CI and p-value.
+    their paired difference (shuffled - normal), its 95% CI and p-value. A system trained per
+    seed is shuffled under each training seed and the test pools them (the same adapters
+    scored two ways: seeds resampled jointly, :func:`llmtrsr_utils.metrics.paired_bootstrap`).
 
     Raises:
         LookupError: a system not evaluated under these params (``llmtrsr evaluate`` first).
@@ -87,20 +106,31 @@ def history_shuffle(cfg: Config, names: Sequence[str]) -> pd.DataFrame:
     donors = derangement(test_users, cfg.seed)
     rows = []
     for name in names:
-        stored = results.stored_rows(cfg, name, params_hash)
-        if stored is None:
-            raise LookupError(f"{name}: not evaluated with these params; run `llmtrsr evaluate "
-                              f"--systems/--baselines {name}` first")
-        log.info("history shuffle: scoring %s with other users' histories", name)
-        normal = results.test_per_user(cfg, stored)
-        scores = shuffled_scores(cfg, name, stored, donors)
-        results.write_scores(cfg, name, f"test-{MODE}", params_hash, scores)
-        shuffled = scores.per_user()
+        normal, shuffled, label = [], [], None
+        for scfg in seed_configs(cfg, name):
+            seed = resolve(scfg, name).seed
+            stored = results.stored_rows(cfg, name, params_hash, seed)
+            if stored is None:
+                raise LookupError(f"{name} (seed {seed}): not evaluated with these params; run "
+                                  f"`llmtrsr evaluate --systems/--baselines {name}` first")
+            log.info("history shuffle: scoring %s (seed %d) with other users' histories", name,
+                     seed)
+            normal.append(results.test_per_user(cfg, stored))
+            scores = stored_shuffle(cfg, name, stored, seed)
+            if scores is None:
+                scores = shuffled_scores(scfg, name, stored, donors)
+                results.write_scores(cfg, name, f"test-{MODE}", params_hash, seed, scores)
+            else:
+                log.info("history shuffle: %s (seed %d) already scored; reusing", name, seed)
+            shuffled.append(scores.per_user())
+            label = stored["display_name"].iloc[0]
         for metric in metrics.METRICS:
-            rows.append({"system": name, "display_name": stored["display_name"].iloc[0],
-                         "metric": metric, "normal": float(normal[metric].mean()),
-                         "shuffled": float(shuffled[metric].mean()),
-                         **metrics.paired_bootstrap(shuffled, normal, metric, seed=cfg.seed)})
+            rows.append({"system": name, "display_name": label, "metric": metric,
+                         "seeds": len(normal),
+                         "normal": float(np.mean([t[metric].mean() for t in normal])),
+                         "shuffled": float(np.mean([t[metric].mean() for t in shuffled])),
+                         **metrics.paired_bootstrap(shuffled, normal, metric, seed=cfg.seed,
+                                                    paired_seeds=True)})
     table = pd.DataFrame(rows)
     results.write_csv(table, results.results_dir(cfg) / TABLE, index=False)
     return table

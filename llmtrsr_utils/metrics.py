@@ -37,6 +37,9 @@ FAMILIES: tuple[str, ...] = ("recall", "mrr", "ndcg")
 TIES: tuple[str, ...] = ("expected", "pessimistic")
 
 
+PerUser = pd.DataFrame | Sequence[pd.DataFrame]  # one table, or one per training seed
+
+
 def metric_names(ks: Sequence[int] = KS) -> list[str]:
     """Column names for the given cut-offs, in the kit's fixed order (recall, mrr, ndcg)."""
     return [f"{family}@{k}" for family in FAMILIES for k in ks]
@@ -207,46 +210,119 @@ def bootstrap_ci(
 
 
 def paired_bootstrap(
-    per_user_a: pd.DataFrame,
-    per_user_b: pd.DataFrame,
+    per_user_a: PerUser,
+    per_user_b: PerUser,
     metric: str,
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    paired_seeds: bool = False,
 ) -> dict[str, float]:
-    """Paired bootstrap test of mean(a) - mean(b) over the same users.
+    """Paired bootstrap test of mean(a) - mean(b) over the same users, pooled over seeds.
 
-    Pairing (resampling per-user differences) removes between-user variance, which dominates
-    with 1-positive-in-21 metrics. Tables are aligned on their index and must hold the same
-    users. The p-value is the percentile-bootstrap p-value:
-    ``min(1, 2 * min(share of resampled diffs <= 0, share >= 0))``; it is 0 when no resampled
-    difference reaches 0, meaning below the 1/n_boot resolution, not exactly zero.
-    Returns ``{'diff', 'ci_low', 'ci_high', 'p_value'}``.
+    Pairing (resampling users, the same users for both) removes between-user variance, which
+    dominates with 1-positive-in-21 metrics. Each side is one per-user table or one per
+    training seed (:func:`pooled_ci`): then every replicate also resamples each side's seeds
+    with replacement, independently (a system's seed 43 has nothing to do with another's), or
+    jointly when ``paired_seeds`` (the same adapters scored two ways, as the history shuffle
+    does). A side with one table (an untrained system) has nothing to resample. With one table
+    each, this is the plain paired bootstrap of per-user differences. The p-value is the
+    percentile-bootstrap p-value: ``min(1, 2 * min(share of resampled diffs <= 0, share >=
+    0))``; it is 0 when no resampled difference reaches 0, meaning below the 1/n_boot
+    resolution, not exactly zero.
+
+    Returns:
+        ``{'diff', 'ci_low', 'ci_high', 'p_value'}``.
     """
     tail = _check_level(level)
-    for name, table in (("a", per_user_a), ("b", per_user_b)):
-        if not table.index.is_unique:
-            raise ValueError(f"per_user_{name} has duplicate user ids in its index")
-    only_a = per_user_a.index.difference(per_user_b.index)
-    only_b = per_user_b.index.difference(per_user_a.index)
-    if len(only_a) or len(only_b):
-        raise ValueError(
-            "paired_bootstrap needs the same users in both tables: "
-            f"{len(only_a)} only in a (e.g. {list(only_a[:5])}), "
-            f"{len(only_b)} only in b (e.g. {list(only_b[:5])})"
-        )
-    a = _metric_values(per_user_a, [metric])[:, 0]
-    b = _metric_values(per_user_b.loc[per_user_a.index], [metric])[:, 0]
-    diffs = a - b
-    boot = diffs[_boot_indices(diffs.size, n_boot, seed)].mean(axis=1)
+    users = (per_user_a if isinstance(per_user_a, pd.DataFrame) else per_user_a[0]).index
+    a = _seed_stack(per_user_a, metric, users)
+    b = _seed_stack(per_user_b, metric, users)
+    if paired_seeds and len(a) != len(b):
+        raise ValueError(f"paired seeds need as many seeds on each side: {len(a)} and {len(b)}")
+    user_idx = _boot_indices(users.size, n_boot, seed)
+    seeds_a = _seed_indices(len(a), n_boot, seed)
+    seeds_b = seeds_a if paired_seeds else _seed_indices(len(b), n_boot, seed + 1)
+    boot = _seed_boot_means(a, user_idx, seeds_a) - _seed_boot_means(b, user_idx, seeds_b)
     low, high = np.quantile(boot, [tail, 1.0 - tail])
     p_value = min(1.0, 2.0 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0))))
     return {
-        "diff": float(diffs.mean()),
+        "diff": float(a.mean() - b.mean()),
         "ci_low": float(low),
         "ci_high": float(high),
         "p_value": p_value,
     }
+
+
+def _seed_stack(tables: PerUser, metric: str, users: pd.Index | None = None) -> np.ndarray:
+    """(n_seeds, n_users) values of ``metric``, every seed's table aligned on ``users`` (default:
+    the first table's users); the tables must hold the same users."""
+    tables = [tables] if isinstance(tables, pd.DataFrame) else list(tables)
+    if not tables:
+        raise ValueError("no per-user tables (no seed evaluated)")
+    users = tables[0].index if users is None else users
+    for number, table in enumerate(tables):
+        if not table.index.is_unique:
+            raise ValueError(f"per-user table {number} has duplicate user ids in its index")
+        if len(table.index.symmetric_difference(users)):
+            missing = users.difference(table.index)
+            extra = table.index.difference(users)
+            raise ValueError(
+                "paired statistics need the same users in every table: "
+                f"{len(missing)} missing from table {number} (e.g. {list(missing[:5])}), "
+                f"{len(extra)} only there (e.g. {list(extra[:5])})")
+    return np.stack([_metric_values(t.loc[users], [metric])[:, 0] for t in tables])
+
+
+def _seed_boot_means(values: np.ndarray, user_idx: np.ndarray, seed_idx: np.ndarray
+                     ) -> np.ndarray:
+    """Two-level bootstrap replicates: for replicate b, the mean over the resampled seeds
+    ``seed_idx[b]`` of each seed's mean over the resampled users ``user_idx[b]``."""
+    per_seed = values[:, user_idx].mean(axis=2)  # (n_seeds, n_boot)
+    return np.take_along_axis(per_seed, seed_idx.T, axis=0).mean(axis=0)
+
+
+def _seed_indices(n_seeds: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_seeds) seeds drawn with replacement; a generator apart from the users'."""
+    return np.random.default_rng([seed, 1]).integers(0, n_seeds, size=(n_boot, n_seeds))
+
+
+def pooled_ci(tables: PerUser, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+              metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean over training seeds and users, with a 95% interval for both sources of variance.
+
+    The interval is a two-level (hierarchical) percentile bootstrap: each replicate resamples
+    the seeds with replacement and, independently, the users (the same users in every seed:
+    splits and candidates do not depend on the training seed), and averages. Resampling users
+    alone would ignore how much a rerun with another seed moves the result; resampling seeds
+    alone would ignore the 100-odd users. With one seed it is exactly :func:`bootstrap_ci`.
+    With 3 seeds the seed level has few distinct resamples and slightly understates the seed
+    variance (by (n-1)/n); the per-seed spread is reported beside it (``seed_sd``, ``seed_min``,
+    ``seed_max``) for that reason.
+
+    Returns:
+        One row per metric: ``mean, ci_low, ci_high, n_users, n_seeds, seed_sd, seed_min,
+        seed_max``.
+    """
+    tail = _check_level(level)
+    tables = [tables] if isinstance(tables, pd.DataFrame) else list(tables)
+    if metrics is None:
+        metrics = [c for c in tables[0].columns if c not in NON_METRIC_COLUMNS]
+    n_users = len(tables[0])
+    user_idx = _boot_indices(n_users, n_boot, seed)
+    seed_idx = _seed_indices(len(tables), n_boot, seed)
+    rows = []
+    for metric in metrics:
+        values = _seed_stack(tables, metric)
+        boot = _seed_boot_means(values, user_idx, seed_idx)
+        low, high = np.quantile(boot, [tail, 1.0 - tail])
+        per_seed = values.mean(axis=1)
+        rows.append((float(values.mean()), float(low), float(high), n_users, len(tables),
+                     float(per_seed.std(ddof=1)) if len(tables) > 1 else 0.0,
+                     float(per_seed.min()), float(per_seed.max())))
+    return pd.DataFrame(rows, index=pd.Index(list(metrics), name="metric"),
+                        columns=["mean", "ci_low", "ci_high", "n_users", "n_seeds", "seed_sd",
+                                 "seed_min", "seed_max"])
 
 
 def selection_score(per_user: pd.DataFrame) -> float:
@@ -310,21 +386,26 @@ class UserScores:
                    np.vstack(frame["scores"].map(np.asarray)), seconds)
 
 
-def paired_tests(per_user: dict[str, pd.DataFrame], references: Sequence[str],
+def paired_tests(per_user: dict[str, PerUser], references: Sequence[str],
                  seed: int = 0) -> pd.DataFrame:
     """Paired bootstrap of every system against each of ``references`` evaluated beside it,
-    per metric, over the same test users.
+    per metric, over the same test users, pooled over each system's training seeds.
 
     Args:
-        per_user: per-user metrics of each system (:func:`per_user_metrics`), by system.
+        per_user: per-user metrics of each system (:func:`per_user_metrics`), by system: one
+            table, or one per training seed.
         references: the systems every other one is compared with.
         seed: the bootstrap's seed.
 
     Returns:
-        Columns system, versus, metric, diff, ci_low, ci_high, p_value.
+        Columns system, versus, metric, diff, ci_low, ci_high, p_value, seeds, versus_seeds.
     """
+    def count(tables: PerUser) -> int:
+        return 1 if isinstance(tables, pd.DataFrame) else len(tables)
+
     tests = [{"system": name, "versus": reference, "metric": metric,
-              **paired_bootstrap(table, per_user[reference], metric, seed=seed)}
+              **paired_bootstrap(table, per_user[reference], metric, seed=seed),
+              "seeds": count(table), "versus_seeds": count(per_user[reference])}
              for reference in references if reference in per_user
              for name, table in per_user.items() if name != reference
              for metric in METRICS]

@@ -125,19 +125,30 @@ def ensure_system_inputs(cfg: Config, system: str, splits: Sequence[str], *,
 
 
 def train(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume training) one system's adapter; returns its training record."""
+    """Train (or resume training) one system's adapter under ``cfg``'s training seed (the
+    first of ``seeds``; :func:`train_seeds` trains every one); returns its training record."""
     ensure_system_inputs(cfg, system, TRAINING_SPLITS, progress=progress)
     return recommend.train_system(recommend.resolve(cfg, system), progress=progress)
 
 
-def ensure_adapter(cfg: Config, system: str, *, progress: bool = True) -> Path:
-    """A system's finished adapter folder, training it first when there is none for these
-    params (an interrupted training resumes from its last checkpoint)."""
-    run = recommend.resolve(cfg, system)
-    if not recommend.is_trained(run):
-        log.info("%s: no finished adapter at %s; training it first", system, run.adapter_dir)
-        train(cfg, system, progress=progress)
-    return run.adapter_dir
+def train_seeds(cfg: Config, system: str, *, progress: bool = True) -> dict[int, dict[str, Any]]:
+    """Train (or resume) one system's adapter for every training seed; records by seed."""
+    return {seed: train(cfg.for_seed(seed), system, progress=progress)
+            for seed in cfg.training_seeds}
+
+
+def ensure_adapter(cfg: Config, system: str, *, progress: bool = True) -> list[Path]:
+    """A system's finished adapter folders, one per training seed, training first those that
+    are missing for these params (an interrupted training resumes from its last checkpoint)."""
+    folders = []
+    for seed in cfg.training_seeds:
+        run = recommend.resolve(cfg.for_seed(seed), system)
+        if not recommend.is_trained(run):
+            log.info("%s (seed %d): no finished adapter at %s; training it first", system, seed,
+                     run.adapter_dir)
+            train(cfg.for_seed(seed), system, progress=progress)
+        folders.append(run.adapter_dir)
+    return folders
 
 
 def example_prompts(cfg: Config, system: str, n_users: int = 1) -> pd.DataFrame:

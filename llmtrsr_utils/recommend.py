@@ -16,6 +16,7 @@ summary is shortened first, then the oldest items are dropped, and both are coun
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -77,6 +78,13 @@ class SystemRun:
     params_hash: str
 
     @property
+    def seed(self) -> int:
+        """The training seed of a system trained per seed (``seeds``), else the data seed: the
+        seed its results rows and score files carry."""
+        seeded = self.spec.kind in systems.SEEDED_KINDS
+        return self.cfg.training_seed if seeded else self.cfg.seed
+
+    @property
     def fingerprint(self) -> str:
         """The system's own config fingerprint (the results rows' ``system_params_hash``)."""
         return self.cfg.fingerprint()
@@ -116,14 +124,18 @@ def is_llm_system(name: str) -> bool:
 
 
 def training_fingerprint(cfg: Config) -> str:
-    """Hash of everything that changes a trained adapter: seed, data, recommender settings,
-    and the summarizer's when the prompt carries a summary. Not the epoch count or checkpoints
-    kept, so that asking for more epochs resumes the same run from its last checkpoint."""
+    """Hash of everything that changes a trained adapter: seed, training seed, data,
+    recommender settings, and the summarizer's when the prompt carries a summary. Not the epoch
+    count or checkpoints kept, so that asking for more epochs resumes the same run from its
+    last checkpoint."""
     sections = ["seed", "data", "recommender"]
     if cfg.recommender.summary != systems.NO_SUMMARY:
         sections.append("summarizer")
-    return cfg.fingerprint(*sections, ignore=("recommender.epochs", "recommender.save_total_limit",
-                                              "recommender.select"))
+    base = cfg.fingerprint(*sections, ignore=("recommender.epochs", "recommender.select",
+                                              "recommender.save_total_limit"))
+    if cfg.training_seed == cfg.seed:  # one seed: the adapter of before seeds existed
+        return base
+    return hashlib.sha256(f"{base}/train_seed={cfg.training_seed}".encode()).hexdigest()
 
 
 def is_trained(run: SystemRun) -> bool:
@@ -443,7 +455,7 @@ def sft_settings(cfg: Config, out_dir: Path, *, processes: int, dtype: torch.dty
         bf16=dtype == torch.bfloat16, fp16=False,
         activation_checkpointing=rec.gradient_checkpointing, **save_schedule(rec),
         save_total_limit=rec.save_total_limit, logging_steps=1, report_to="none",
-        seed=cfg.seed, data_seed=cfg.seed, max_length=rec.max_length,
+        seed=cfg.training_seed, data_seed=cfg.training_seed, max_length=rec.max_length,
         completion_only_loss=rec.loss_on == "answer", disable_tqdm=not progress,
         use_cpu=not device.startswith("cuda"), dataloader_num_workers=0)
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from llmtrsr_utils import efficiency, grid, plots
 from llmtrsr_utils.config import Config, project_root
-from llmtrsr_utils.results import load_results, selected_test_rows, write_report
+from llmtrsr_utils.results import load_results, results_dir, selected_test_rows, write_report
 
 
 def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path], list[str]]:
@@ -26,7 +26,7 @@ def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path
         results = load_results(cfg, current=True)
         if results.empty:
             raise FileNotFoundError("no rows with these params")
-        written += plots.plot_table2(selected_test_rows(results), out)
+        written += plots.plot_table2(selected_test_rows(results, results_dir(cfg)), out)
         written += write_report(cfg)  # table2.md and the tables beside the figures
     except FileNotFoundError as err:
         missing.append(f"Table 2: {err}")

@@ -5,9 +5,12 @@ results CSV beside the figures).
 ``<work_dir>/results/metrics.parquet`` holds one row per (system, split, epoch or checkpoint)
 with every metric's mean and 95% CI, the timings, the prompt shortening counts, the params hash,
 versions and commit. Each row names its per-user score file (``scores_file``), keyed like the
-row: ``scores/<system>_<split>_<params hash>.parquet``, so the same system evaluated under two
-params in one work dir keeps both, and a paired test reads the scores of exactly the rows it
-compares. :func:`upsert` is the one way a table gains rows (evaluation, grids, efficiency).
+row: ``scores/<system>_<split>_<params hash>_seed<training seed>.parquet``, so the same system
+evaluated under two params or seeds in one work dir keeps both, and a paired test reads the
+scores of exactly the rows it compares. Table 2 and the paired tests pool a system's training
+seeds (``seeds``): the mean over seeds, with a two-level bootstrap interval
+(:func:`llmtrsr_utils.metrics.pooled_ci`). :func:`upsert` is the one way a table gains rows
+(evaluation, grids, efficiency).
 Nothing here imports torch or a model: figures and reports are drawn from saved tables alone.
 """
 
@@ -23,8 +26,9 @@ from llmtrsr_utils import metrics, systems
 from llmtrsr_utils.artifacts import atomic_path, provenance, write_json, write_parquet
 from llmtrsr_utils.config import Config
 
-# The key of an evaluation row: a rerun of a system under the same params replaces its rows.
-ROW_KEY = ("system", "params_hash")
+# The key of an evaluation row: a rerun of a system under the same params and training seed
+# replaces its rows.
+ROW_KEY = ("system", "params_hash", "seed")
 SCORES_DIR = "scores"
 
 
@@ -61,15 +65,15 @@ def upsert(path: Path, new: pd.DataFrame, keys: Sequence[str] = ROW_KEY) -> pd.D
 
 # -- per-user scores ---------------------------------------------------------------------------
 
-def scores_file(system: str, split: str, params_hash: str) -> str:
+def scores_file(system: str, split: str, params_hash: str, seed: int) -> str:
     """A score file's path relative to the results folder, keyed like its rows."""
-    return f"{SCORES_DIR}/{system}_{split}_{params_hash[:16]}.parquet"
+    return f"{SCORES_DIR}/{system}_{split}_{params_hash[:16]}_seed{seed}.parquet"
 
 
-def write_scores(cfg: Config, system: str, split: str, params_hash: str,
+def write_scores(cfg: Config, system: str, split: str, params_hash: str, seed: int,
                  scores: metrics.UserScores) -> str:
     """Save one system's per-user scores on a split; returns the path a row records."""
-    relative = scores_file(system, split, params_hash)
+    relative = scores_file(system, split, params_hash, seed)
     write_parquet(scores.frame(), results_dir(cfg) / relative)
     return relative
 
@@ -79,14 +83,16 @@ def read_scores(cfg: Config, row: dict[str, Any] | pd.Series) -> metrics.UserSco
     return metrics.UserScores.from_frame(pd.read_parquet(results_dir(cfg) / row["scores_file"]))
 
 
-def stored_rows(cfg: Config, system: str, params_hash: str) -> pd.DataFrame | None:
-    """The rows of ``system`` under these params when its evaluation is complete (a test row,
-    and every row's score file present), else None: what a run with ``reuse`` reads back."""
+def stored_rows(cfg: Config, system: str, params_hash: str, seed: int) -> pd.DataFrame | None:
+    """The rows of ``system`` under these params and training seed when its evaluation is
+    complete (a test row, and every row's score file present), else None: what a run with
+    ``reuse`` reads back."""
     path = results_dir(cfg) / "metrics.parquet"
     if not path.is_file():
         return None
     table = pd.read_parquet(path)
-    rows = table[(table["system"] == system) & (table["params_hash"] == params_hash)]
+    rows = table[(table["system"] == system) & (table["params_hash"] == params_hash)
+                 & (table["seed"] == seed)]
     if "scores_file" not in rows or "test" not in set(rows["split"]):
         return None
     files = [f for f in rows["scores_file"] if isinstance(f, str)]
@@ -100,10 +106,12 @@ def test_per_user(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
     return read_scores(cfg, test).per_user()
 
 
-def save_evaluation(cfg: Config, rows: pd.DataFrame, per_user: dict[str, pd.DataFrame],
+def save_evaluation(cfg: Config, rows: pd.DataFrame,
+                    per_user: dict[str, list[pd.DataFrame]],
                     asked: dict[str, list[str]], *, write_tables: bool = True) -> pd.DataFrame:
     """Store an evaluation's rows; unless ``write_tables`` is off (grid points), also write
-    the run's Table 2, the paired tests of its systems (against
+    the run's Table 2, the paired tests of its systems pooled over seeds (``per_user``: each
+    system's per-user test metrics, one table per training seed; against
     :data:`llmtrsr_utils.systems.PAIRED_REFERENCES`) and a record of what was asked.
 
     Returns:
@@ -112,7 +120,7 @@ def save_evaluation(cfg: Config, rows: pd.DataFrame, per_user: dict[str, pd.Data
     out = results_dir(cfg)
     table = upsert(out / "metrics.parquet", rows)
     if write_tables:
-        write_table2(table[table["params_hash"] == cfg.fingerprint()], out)
+        write_table2(table[table["params_hash"] == cfg.fingerprint()], out, out)
         tests = metrics.paired_tests(per_user, systems.PAIRED_REFERENCES, seed=cfg.seed)
         if not tests.empty:
             write_csv(tests, out / "paired_tests.csv", index=False)
@@ -122,8 +130,9 @@ def save_evaluation(cfg: Config, rows: pd.DataFrame, per_user: dict[str, pd.Data
 
 def point_result(cfg: Config, system: str, training: dict[str, Any] | None = None
                  ) -> dict[str, Any]:
-    """One grid point's outcome: the system's selected test row (every metric with its CI, the
-    scoring speed) plus, for a trained system, its training cost (``training``: its record).
+    """One grid point's outcome: the system's selected test row, pooled over its training
+    seeds (every metric with its CI and spread across seeds, the scoring speed) plus, for a
+    trained system, its training cost (``training``: the first seed's record).
 
     Raises:
         LookupError: no selected test row of the system under these params.
@@ -134,11 +143,11 @@ def point_result(cfg: Config, system: str, training: dict[str, Any] | None = Non
     if rows.empty:
         raise LookupError(f"{results_dir(cfg)}: no selected test row for {system} with these "
                           f"params; evaluate it first")
-    row = rows.iloc[-1].to_dict()
-    keep = ["system", "epoch", "n_users", "scoring_seconds", "candidates_per_second",
-            "params_hash", "kit_version", "git_commit",
-            *[c for c in row if c.split("_ci_")[0].removesuffix("_pessimistic")
-              in metrics.METRICS], "tied_positive_share",
+    row = selected_test_rows(rows, results_dir(cfg)).iloc[0].to_dict()
+    keep = ["system", "epoch", "n_users", "n_seeds", "seeds", "scoring_seconds",
+            "candidates_per_second", "params_hash", "kit_version", "git_commit",
+            *[c for c in row if c.split("_ci_")[0].split("_seed_")[0].removesuffix(
+                "_pessimistic") in metrics.METRICS], "tied_positive_share",
             *[c for c in row if c.startswith("prompt_")]]  # shortening is never silent
     result = {k: _plain(row[k]) for k in keep if k in row}
     if training is not None:
@@ -161,29 +170,76 @@ def write_csv(frame: pd.DataFrame, path: Path, **kwargs: Any) -> Path:
     return path
 
 
-def table2(results: pd.DataFrame, with_ci: bool = True) -> pd.DataFrame:
-    """The paper's Table 2 from a results table: selected test rows, one per system.
+def table2(results: pd.DataFrame, folder: Path | None = None, with_ci: bool = True
+           ) -> pd.DataFrame:
+    """The paper's Table 2 from a results table: one row per system, the mean over its
+    training seeds (:func:`selected_test_rows`; ``folder``: the results folder holding the
+    score files, needed when a system has more than one seed).
 
-    Metrics count ties at their expected value (the headline); two more columns show the share
-    of users whose positive is tied and Recall@5 with every tie counted against the positive.
+    Metrics count ties at their expected value (the headline); more columns show the share of
+    users whose positive is tied, Recall@5 with every tie counted against the positive, the
+    number of seeds and, with more than one, Recall@5's spread across them.
     """
     table = {}
-    for _, row in selected_test_rows(results).iterrows():
+    rows = selected_test_rows(results, folder)
+    several = bool((rows["n_seeds"] > 1).any())
+    for _, row in rows.iterrows():
         entry = {name: (f"{row[name]:.4f} [{row[f'{name}_ci_low']:.3f}, "
                         f"{row[f'{name}_ci_high']:.3f}]" if with_ci else round(row[name], 4))
                  for name in metrics.METRICS}
         if "tied_positive_share" in row and pd.notna(row["tied_positive_share"]):
             entry["tied positives"] = f"{row['tied_positive_share']:.2f}"
             entry["recall@5, ties lost"] = f"{row['recall@5_pessimistic']:.4f}"
+        if several:
+            entry["seeds"] = int(row["n_seeds"])
+            entry["recall@5 across seeds"] = (
+                f"{row['recall@5_seed_min']:.3f} to {row['recall@5_seed_max']:.3f} "
+                f"(sd {row['recall@5_seed_sd']:.3f})" if row["n_seeds"] > 1 else "")
         table[row["label"]] = entry
     return pd.DataFrame(table).T
 
 
-def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per system (the selected test row), in Table 2 order, with a display label."""
+def selected_test_rows(results: pd.DataFrame, folder: Path | None = None) -> pd.DataFrame:
+    """One row per system in Table 2 order, with a display label: its selected test row, or,
+    with several training seeds, their mean over seeds with a two-level bootstrap interval
+    (:func:`llmtrsr_utils.metrics.pooled_ci`, read from the rows' score files in ``folder``).
+    Columns added: ``n_seeds``, ``seeds`` and, per metric, ``<metric>_seed_sd``, ``_seed_min``,
+    ``_seed_max``.
+
+    Raises:
+        ValueError: a system with several seeds and no ``folder`` to read their scores from.
+    """
     test = results[(results["split"] == "test") & results["selected"]]
     order = systems.order_names(test["system"])  # the registry's order, then unknown names
-    rows = pd.concat([test[test["system"] == s].tail(1) for s in order], ignore_index=True)
+    pooled = []
+    for name in order:
+        rows = test[test["system"] == name]
+        if "seed" in rows:
+            rows = rows.drop_duplicates("seed", keep="last")
+        row = rows.iloc[-1].to_dict()
+        row["n_seeds"], row["seeds"] = len(rows), ",".join(
+            str(int(s)) for s in rows["seed"]) if "seed" in rows else ""
+        if len(rows) > 1:
+            if folder is None:
+                raise ValueError(f"{name}: {len(rows)} training seeds; pooling them reads "
+                                 f"their score files: pass the results folder")
+            per_seed = [metrics.UserScores.from_frame(pd.read_parquet(Path(folder) / f))
+                        for f in rows["scores_file"]]
+            tables = [scores.per_user() for scores in per_seed]
+            ci = metrics.pooled_ci(tables, seed=int(rows["seed"].iloc[0]),
+                                   metrics=metrics.METRICS)
+            for metric in metrics.METRICS:
+                for column, value in ci.loc[metric].items():
+                    if column not in ("n_users", "n_seeds"):
+                        row[metric if column == "mean" else f"{metric}_{column}"] = value
+            row["tied_positive_share"] = float(rows["tied_positive_share"].mean())
+            row["recall@5_pessimistic"] = float(rows["recall@5_pessimistic"].mean())
+        else:
+            for metric in metrics.METRICS:
+                row.update({f"{metric}_seed_sd": 0.0, f"{metric}_seed_min": row[metric],
+                            f"{metric}_seed_max": row[metric]})
+        pooled.append(row)
+    rows = pd.DataFrame(pooled)
     stored = (rows["display_name"] if "display_name" in rows
               else pd.Series([None] * len(rows), index=rows.index))
     rows["label"] = [label if isinstance(label, str) and label else systems.label(s)
@@ -191,9 +247,10 @@ def selected_test_rows(results: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def write_table2(results: pd.DataFrame, out: Path) -> None:
-    """Table 2 as ``table2.md`` and ``table2.csv`` in ``out`` (the one Table 2 writer)."""
-    table = table2(results)
+def write_table2(results: pd.DataFrame, out: Path, folder: Path) -> None:
+    """Table 2 as ``table2.md`` and ``table2.csv`` in ``out`` (the one Table 2 writer), from
+    the score files in ``folder`` (the results folder)."""
+    table = table2(results, folder)
     write_csv(table, out / "table2.csv")
     with atomic_path(out / "table2.md") as temp:
         temp.write_text(table.to_markdown() + "\n", encoding="utf-8")
@@ -201,7 +258,7 @@ def write_table2(results: pd.DataFrame, out: Path) -> None:
 
 # The results table's columns a reader of a committed results.csv needs (every metric with its
 # CI, and what made the row).
-REPORT_COLUMNS = ["system", "split", "epoch", "selected", "checkpoint", "selection_rule",
+REPORT_COLUMNS = ["system", "seed", "split", "epoch", "selected", "checkpoint", "selection_rule",
                   "train_examples",
                   "n_users", "selection_score", "tied_positive_share", "candidates_per_second",
                   "scoring_seconds", "params_hash", "git_commit", "kit_version"]
@@ -215,7 +272,7 @@ def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     out_dir = Path(out_dir) if out_dir else cfg.figures_path
     out_dir.mkdir(parents=True, exist_ok=True)
     results = load_results(cfg, current=True)
-    write_table2(results, out_dir)
+    write_table2(results, out_dir, results_dir(cfg))
     written = [out_dir / "table2.md", out_dir / "results.csv"]
     metric_columns = [c for c in results.columns
                       if c.split("_ci_")[0].removesuffix("_pessimistic") in metrics.METRICS]

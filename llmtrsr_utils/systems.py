@@ -62,6 +62,7 @@ OLDER_ITEMS = "older-items"  # a control's summary_source option: no summarizer 
 KINDS = ("untrained", "reference", "classical", "llm", "control")
 TRAINED_KINDS = ("llm", "control")  # LoRA adapters: `llmtrsr train`, --systems
 BASELINE_KINDS = ("untrained", "reference", "classical")  # --baselines
+SEEDED_KINDS = ("llm", "control", "classical")  # trained once per training seed (`seeds`)
 
 # Scorer: (frame of one split's users, split name, context) -> (n_users, 1 + n_negatives)
 # floats, the positive in column 0 (see llmtrsr_utils.baselines.BaselineContext).
@@ -209,8 +210,8 @@ register(NULL_CONTROL, "Control: no summary (NULL)", "control",
 register(ORACLE_OLDER, "Control: older items verbatim", "control",
          recommender={"summary": NO_SUMMARY}, options={"summary_source": OLDER_ITEMS})
 # What every other system is compared with in the paired tests: the paper's LLM baseline, the
-# untrained recommender, and chance.
-PAIRED_REFERENCES = (TALLREC, ZERO_SHOT, RANDOM)
+# untrained recommender, chance, and the no-information control (does a summary carry anything?).
+PAIRED_REFERENCES = (TALLREC, ZERO_SHOT, RANDOM, NULL_CONTROL)
 
 
 # -- reading the registry ----------------------------------------------------------------------

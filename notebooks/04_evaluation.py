@@ -66,10 +66,10 @@ results = load_results(cfg, current=True)  # the rows these params made
 
 # %%
 write_report(cfg)  # table2.md, results.csv, paired tests, learning curve
-table2(results)
+table2(results, results_dir(cfg))  # the mean over training seeds (`seeds`)
 
 # %%
-plots.plot_table2(selected_test_rows(results), cfg.figures_path)
+plots.plot_table2(selected_test_rows(results, results_dir(cfg)), cfg.figures_path)
 
 # %% [markdown]
 # ## Checkpoint selection on validation

@@ -261,21 +261,25 @@ def test_selection_score_hand_computed():
 
 def test_a_rerun_replaces_every_earlier_row_of_the_system_and_params(tmp_path):
     """A forced rerun whose best epoch changed must not leave the old selected row beside the
-    new one (found: three classical models had two test rows in Table 2's source)."""
+    new one (found: three classical models had two test rows in Table 2's source); another
+    training seed's rows are another result and stay."""
     from llmtrsr_utils.results import upsert as upsert_results
 
     path = tmp_path / "metrics.parquet"
 
-    def rows(system, params, epochs, value):
+    def rows(system, params, epochs, value, seed=42):
         return pd.DataFrame([{"system": system, "params_hash": params, "split": split,
-                              "epoch": float(e), "recall@5": value}
+                              "seed": seed, "epoch": float(e), "recall@5": value}
                              for e in epochs for split in ("valid", "test")])
 
     upsert_results(path, pd.concat([rows("sasrec", "h1", [3], 0.1), rows("ncf", "h1", [2], 0.2),
-                                    rows("sasrec", "h0", [1], 0.3)]))
+                                    rows("sasrec", "h0", [1], 0.3),
+                                    rows("sasrec", "h1", [4], 0.5, seed=43)]))
     table = upsert_results(path, rows("sasrec", "h1", [5], 0.4))
-    sasrec = table[(table["system"] == "sasrec") & (table["params_hash"] == "h1")]
+    sasrec = table[(table["system"] == "sasrec") & (table["params_hash"] == "h1")
+                   & (table["seed"] == 42)]
     assert sasrec["epoch"].tolist() == [5.0, 5.0] and set(sasrec["recall@5"]) == {0.4}
     assert len(table[table["system"] == "ncf"]) == 2  # other systems untouched
     assert len(table[table["params_hash"] == "h0"]) == 2  # other params untouched
-    assert upsert_results(path, rows("x", "h", [1], 0.0).iloc[:0]).shape[0] == 6
+    assert table[table["seed"] == 43]["recall@5"].tolist() == [0.5, 0.5]  # other seed kept
+    assert upsert_results(path, rows("x", "h", [1], 0.0).iloc[:0]).shape[0] == 8

@@ -284,7 +284,8 @@ def test_train_then_evaluate_fills_the_results_table(tmp_path, movielens_dir):
     assert (out / "table2.md").is_file() and (out / "paired_tests.csv").is_file()
     row = test[test["system"] == "tallrec"].iloc[0]
     scores = pd.read_parquet(out / row["scores_file"])
-    assert row["scores_file"] == f"scores/tallrec_test_{row['params_hash'][:16]}.parquet"
+    assert row["scores_file"] == (f"scores/tallrec_test_{row['params_hash'][:16]}_seed"
+                                  f"{row['seed']}.parquet")
     assert len(scores) == 3 and all(len(s) == 21 for s in scores["scores"])
     # Evaluating again replaces rows rather than duplicating them.
     evaluate(cfg, [], ["random"], progress=False)

@@ -211,7 +211,7 @@ def test_one_system_under_two_params_keeps_both_score_files(tmp_path, movielens_
         # The paired tests of the reused run compare exactly the rows it read back.
         tests = pd.read_csv(tmp_path / "results" / "paired_tests.csv")
         assert tests.columns.tolist() == ["system", "versus", "metric", "diff", "ci_low",
-                                          "ci_high", "p_value"]
+                                          "ci_high", "p_value", "seeds", "versus_seeds"]
         diff = tests[(tests["system"] == "item-num-probe") & (tests["versus"] == "random")
                      & (tests["metric"] == "recall@3")]["diff"].iloc[0]
         random_row = again[(again["system"] == "random") & (again["split"] == "test")].iloc[0]

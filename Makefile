@@ -44,6 +44,7 @@ gate: $(VENV)/.installed
 	  --baselines random,popularity --reuse --no-progress
 	$(VENV)/bin/llmtrsr history-shuffle --params $(GATE) --systems controls \
 	  --baselines random,popularity
+	$(VENV)/bin/llmtrsr decide --params $(GATE)
 	$(VENV)/bin/llmtrsr figures --params $(GATE)
 
 test: $(VENV)/.installed-dev

@@ -28,7 +28,7 @@ MODULE_ORDER = (
     "segmentation", "models", "generation", "summarize",
     "scoring", "tree_trainer", "recommend",
     "baselines", "classical", "results", "evaluate", "learning", "history_shuffle",
-    "plots",
+    "decision", "plots",
     # Orchestration: make what is missing, grids, measurements, figures, entry points.
     "pipeline", "grid", "efficiency", "report", "notebooks", "cli",
     # Extensions inside the kit: a file in llmtrsr_utils/extensions/ registers a paradigm or a

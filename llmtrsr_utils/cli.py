@@ -141,6 +141,18 @@ def cmd_history_shuffle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.decision import TABLE, decide
+    from llmtrsr_utils.results import results_dir
+
+    cfg = _config(args)
+    table = decide(cfg, args.metric)
+    print(table.drop(columns=["metric"]).to_string(
+        index=False, float_format=lambda v: f"{v:+.3f}", na_rep=""))
+    print(f"\nwritten: {results_dir(cfg) / TABLE}")
+    return 0
+
+
 def cmd_baselines(args: argparse.Namespace) -> int:
     from llmtrsr_utils.pipeline import classical_names, run_evaluation
     from llmtrsr_utils.results import results_dir
@@ -305,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"comma list of reference scorers or zero-shot (default: "
                               f"{negative_controls}, the negative controls); classical models "
                               f"are refused (their weights are not kept)")
+
+    decide = _command(
+        commands, "decide", cmd_decide,
+        help="the decision table: does the recommender read the user, does a summary help",
+        description="Answer the questions of issue 22 from the stored results, pooled over "
+                    "every training seed stored under these params (paired bootstrap over the "
+                    "same test users, seeds resampled): oracle-older vs null-summary, the "
+                    "history shuffle, fine-tuning vs zero-shot, LLM-TRSR vs the controls. "
+                    "Writes <work_dir>/results/decision.csv; a comparison whose systems were "
+                    "not evaluated is marked 'not measured'.")
+    decide.add_argument("--metric", default="recall@5", help="the metric judged (recall@5)")
 
     classical_models = _command(
         commands, "baselines", cmd_baselines, progress=True,

@@ -106,6 +106,16 @@ def test_per_user(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
     return read_scores(cfg, test).per_user()
 
 
+def seed_tables(results: pd.DataFrame, folder: Path, system: str) -> list[pd.DataFrame]:
+    """Per-user test metrics of ``system``, one table per training seed stored in ``results``
+    (its selected test rows; a seed evaluated twice: the later), from the score files in
+    ``folder`` (the results folder)."""
+    rows = results[(results["system"] == system) & (results["split"] == "test")
+                   & results["selected"]].drop_duplicates("seed", keep="last")
+    return [metrics.UserScores.from_frame(pd.read_parquet(folder / f)).per_user()
+            for f in rows["scores_file"]]
+
+
 def save_evaluation(cfg: Config, rows: pd.DataFrame,
                     per_user: dict[str, list[pd.DataFrame]],
                     asked: dict[str, list[str]], *, write_tables: bool = True) -> pd.DataFrame:
@@ -223,9 +233,7 @@ def selected_test_rows(results: pd.DataFrame, folder: Path | None = None) -> pd.
             if folder is None:
                 raise ValueError(f"{name}: {len(rows)} training seeds; pooling them reads "
                                  f"their score files: pass the results folder")
-            per_seed = [metrics.UserScores.from_frame(pd.read_parquet(Path(folder) / f))
-                        for f in rows["scores_file"]]
-            tables = [scores.per_user() for scores in per_seed]
+            tables = seed_tables(rows, Path(folder), name)
             ci = metrics.pooled_ci(tables, seed=int(rows["seed"].iloc[0]),
                                    metrics=metrics.METRICS)
             for metric in metrics.METRICS:
@@ -267,8 +275,8 @@ REPORT_COLUMNS = ["system", "seed", "split", "epoch", "selected", "checkpoint", 
 def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     """This params' results, where figures go (``figures_dir``, or ``out_dir``): Table 2
     (``table2.md``, ``table2.csv``), the results table (``results.csv``: every split, epoch
-    and checkpoint), the paired tests, the learning curve and the history shuffle when the run
-    made them. Returns the files written."""
+    and checkpoint), the paired tests, the learning curve, the history shuffle and the
+    decision table when the run made them. Returns the files written."""
     out_dir = Path(out_dir) if out_dir else cfg.figures_path
     out_dir.mkdir(parents=True, exist_ok=True)
     results = load_results(cfg, current=True)
@@ -280,7 +288,8 @@ def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     head = [c for c in columns if REPORT_COLUMNS.index(c) <= REPORT_COLUMNS.index("n_users")]
     tail = [c for c in columns if c not in head]
     write_csv(results[head + metric_columns + tail], written[1], index=False)
-    for name in ("paired_tests.csv", "learning_curve.csv", "history_shuffle.csv"):
+    for name in ("paired_tests.csv", "learning_curve.csv", "history_shuffle.csv",
+                 "decision.csv"):
         source = results_dir(cfg) / name
         if source.is_file():
             written.append(out_dir / name)

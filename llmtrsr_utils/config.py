@@ -45,6 +45,12 @@ NOT_IN_FINGERPRINT = ("work_dir", "runs_dir", "figures_dir", "cache_dir", "ablat
                       "recommender.merge_adapter")
 
 
+# Keys added after results were made with the settings they default to: left out of every
+# fingerprint while at that default, so those results, summaries and adapters stay current.
+ADDED_KEYS = {"summarizer.summary_style": "paper", "summarizer.repetition_penalty": 1.0,
+              "summarizer.no_repeat_ngram_size": 0}
+
+
 # Keys that existed once: an old params file gets told what replaced them.
 RENAMED_KEYS = {
     "recommender.gradient_accumulation_steps": (
@@ -153,6 +159,16 @@ class SummarizerConfig(ModelSettings):
     do_sample: bool = False  # greedy by default (reproducible)
     temperature: float = field(default=1.0, metadata=_at_least(0.0))
     top_p: float = field(default=1.0, metadata=_at_least(0.0))
+    # Issue 22, item 5: switches that may make a small summarizer's summary carry more (the
+    # paper's prompts and plain greedy decoding by default; FIDELITY.md).
+    # paper: the prompts of Figures 4, 6 and 7; fields: the same prompts asking for the answer
+    # in a fixed short form (movies: "Genres: ... / Themes: ... / Eras: ...").
+    summary_style: str = field(default="paper", metadata=_choices("paper", "fields"))
+    # > 1 divides the logit of every token already in the prompt or output (transformers'
+    # repetition_penalty); 1.0: off.
+    repetition_penalty: float = field(default=1.0, metadata=_at_least(1.0))
+    # > 0: no n-gram of this size is generated twice (transformers'); 0: off.
+    no_repeat_ngram_size: int = field(default=0, metadata=_at_least(0))
     # SQLite generation cache; None: <cache_dir>/generations.sqlite (shared by every run).
     cache_file: str | None = None
 
@@ -342,6 +358,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def _value_at(self, key: str) -> Any:
+        node: Any = self
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
+
     def fingerprint(self, *sections: str, ignore: Iterable[str] = ()) -> str:
         """sha256 of the canonical JSON of the settings that change results (the whole config,
         or the named top-level sections, less where things are written, batch sizes and
@@ -350,7 +372,9 @@ class Config:
         payload = self.to_dict()
         if sections:
             payload = {name: payload[name] for name in sections}
-        for key in (*NOT_IN_FINGERPRINT, *ignore):
+        at_default = [key for key, default in ADDED_KEYS.items()
+                      if self._value_at(key) == default]
+        for key in (*NOT_IN_FINGERPRINT, *ignore, *at_default):
             section, _, name = key.rpartition(".")
             node = payload.get(section) if section else payload
             if isinstance(node, dict):

@@ -41,12 +41,26 @@ class GenerationSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    repetition_penalty: float = 1.0  # 1.0: off
+    no_repeat_ngram_size: int = 0  # 0: off
+
+    @property
+    def processors(self) -> dict[str, Any]:
+        """The logits processors asked for (transformers' names), off ones left out."""
+        return {k: v for k, v in (("repetition_penalty", self.repetition_penalty),
+                                  ("no_repeat_ngram_size", self.no_repeat_ngram_size))
+                if v != _GREEDY_PROCESSORS[k]}
 
     def key_fields(self) -> dict[str, Any]:
-        """What changes the output: sampling knobs only matter when sampling."""
+        """What changes the output: sampling knobs only matter when sampling; a processor only
+        when on (so the cache keys of plain decoding stay as they were)."""
         if not self.do_sample:
-            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
-        return asdict(self)
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False,
+                    **self.processors}
+        fields = asdict(self)
+        for name in ("repetition_penalty", "no_repeat_ngram_size"):
+            fields.pop(name)
+        return {**fields, **self.processors}
 
 
 @dataclass
@@ -237,8 +251,9 @@ class CachedGenerator:
     @torch.no_grad()
     def generate_ids(self, batch: Sequence[Sequence[int]], seed_offset: int = 0
                      ) -> list[GenerationResult]:
-        """Generate for a batch of token id lists (greedy: the static-cache loop; sampling, or a
-        model whose generation settings or cache layout the loop does not cover: ``generate``).
+        """Generate for a batch of token id lists (greedy: the static-cache loop; sampling, a
+        repetition penalty or n-gram block, or a model whose generation settings or cache
+        layout the loop does not cover: ``generate``).
 
         Prompts of one stage share a long prefix (chat template, instruction): it is run once
         and its KV cache reused by every row, with padding placed between prefix and suffix
@@ -249,7 +264,8 @@ class CachedGenerator:
         prefix = shared_prefix_length(batch) if len(batch) > 1 else 0
         if prefix < MIN_SHARED_PREFIX:
             prefix = 0
-        if not self.settings.do_sample and static_greedy_supported(model):
+        if (not self.settings.do_sample and not self.settings.processors
+                and static_greedy_supported(model)):
             new = greedy_static(model, batch, prefix, self.tokenizer.pad_token_id,
                                 self.settings.max_new_tokens,
                                 _end_token_ids(model, self.tokenizer))
@@ -270,7 +286,8 @@ class CachedGenerator:
         pad_id = self.tokenizer.pad_token_id
         input_ids, attention, width = _layout(batch, prefix, pad_id)
         kwargs: dict[str, Any] = {"max_new_tokens": self.settings.max_new_tokens,
-                                  "do_sample": self.settings.do_sample, "pad_token_id": pad_id}
+                                  "do_sample": self.settings.do_sample, "pad_token_id": pad_id,
+                                  **self.settings.processors}
         if self.settings.do_sample:
             torch.manual_seed(self.settings.seed + seed_offset)
             kwargs.update(temperature=self.settings.temperature, top_p=self.settings.top_p)

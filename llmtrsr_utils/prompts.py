@@ -111,24 +111,51 @@ def numbered(lines: Sequence[str]) -> str:
     return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, start=1))
 
 
-def block_summary(domain: str, items: Sequence[str]) -> str:
+# summarizer.summary_style: "paper" (Figures 4, 6, 7 as printed) or "fields" (issue 22, item 5:
+# the same instruction, then a fixed short form to fill, so that a small summarizer names what
+# the items have in common instead of retelling them).
+SUMMARY_STYLES = ("paper", "fields")
+SUMMARY_FIELDS: dict[str, tuple[str, ...]] = {
+    "movies": ("Genres", "Themes", "Eras"),
+    "news": ("Categories", "Topics", "Regions"),
+    "shopping": ("Categories", "Brands", "Price range"),
+    "generic": ("Kinds", "Attributes", "Periods"),
+}
+
+
+def summary_form(domain: str, style: str) -> str:
+    """What ``style`` adds after a summarizer instruction: nothing (paper), or the fixed form."""
+    if style not in SUMMARY_STYLES:
+        raise ValueError(f"summary style must be one of {', '.join(SUMMARY_STYLES)}; got "
+                         f"{style!r}")
+    if style == "paper":
+        return ""
+    fields = SUMMARY_FIELDS.get(domain, SUMMARY_FIELDS["generic"])
+    lines = "\n".join(f"{name}: ..." for name in fields)
+    return (" Answer in exactly this form, a few words per line, naming only what the data "
+            f"shows:\n{lines}")
+
+
+def block_summary(domain: str, items: Sequence[str], style: str = "paper") -> str:
     """Summarize one block of items (Figures 3 and 6)."""
     words = domain_words(domain)
     return (f"Given the historical {words.data_noun} of a user, including {words.details}, "
-            f"craft a concise summary that captures {words.goal}.\n\n"
+            f"craft a concise summary that captures {words.goal}."
+            f"{summary_form(domain, style)}\n\n"
             f"[{words.data_header}]\n{numbered(items)}")
 
 
-def hierarchical_merge(domain: str, summaries: Sequence[str]) -> str:
+def hierarchical_merge(domain: str, summaries: Sequence[str], style: str = "paper") -> str:
     """Summarize chronologically ordered summaries into one (Figure 4)."""
     return ("Given a series of user preferences summaries arranged in chronological order, "
             "generate a concise summary that encapsulates the user's overall preference. Note "
             "that the newly generated summary of user preferences should be consistent with the "
-            "format of the given summaries.\n\n"
+            f"format of the given summaries.{summary_form(domain, style)}\n\n"
             f"[User Preferences Summaries]\n{numbered(summaries)}")
 
 
-def recurrent_update(domain: str, previous_summary: str, items: Sequence[str]) -> str:
+def recurrent_update(domain: str, previous_summary: str, items: Sequence[str],
+                     style: str = "paper") -> str:
     """Update a running summary with the next block of items (Figure 7)."""
     words = domain_words(domain)
     opening = words.update_opening or (
@@ -140,7 +167,8 @@ def recurrent_update(domain: str, previous_summary: str, items: Sequence[str]) -
             f"captures {words.goal}. Note that the newly generated summary of user preferences "
             "should be consistent with the format of the previous Preference Summary. It should "
             "serve as a complete summary of the user, rather than a separate narrative of the "
-            "user's original summary and current preferences.\n\n"
+            f"user's original summary and current preferences.{summary_form(domain, style)}"
+            "\n\n"
             f"[Previous Preference Summary]\n{previous_summary}\n\n"
             f"[{words.recent_header}]\n{numbered(items)}")
 

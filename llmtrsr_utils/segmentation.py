@@ -92,13 +92,15 @@ class PromptFitter:
         return FittedPrompt(prompt, texts, tokens, len(shortened))
 
     def segment(self, domain: str, item_ids: Sequence[str], item_texts: Sequence[str],
-                block_size: int, user_id: str = "?") -> list[Block]:
-        """The blocks of one user's history, each with its block-summary prompt fitted."""
+                block_size: int, user_id: str = "?", *, style: str = "paper") -> list[Block]:
+        """The blocks of one user's history, each with its block-summary prompt fitted
+        (``style``: the summarizer's ``summary_style``)."""
         blocks = []
         pairs = list(zip(item_ids, item_texts, strict=True))
         for index, chunk in enumerate(split_into_blocks(pairs, block_size)):
             ids = [i for i, _ in chunk]
-            fitted = self.fit(lambda texts: block_summary(domain, texts), [t for _, t in chunk],
+            fitted = self.fit(lambda texts: block_summary(domain, texts, style),
+                              [t for _, t in chunk],
                               what=f"user {user_id} block {index + 1} summary prompt")
             blocks.append(Block(index, ids, fitted))
         return blocks

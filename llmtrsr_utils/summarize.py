@@ -120,6 +120,7 @@ class Summarizer:
         scfg = cfg.summarizer
         self.cfg = cfg
         self.domain = domain
+        self.style = scfg.summary_style
         tokenizer = load_model_tokenizer(scfg, cache_dir=cfg.cache_dir)
         self.formatter = PromptFormatter(tokenizer, scfg.prompt_format, scfg.model)
         self.fitter = PromptFitter(
@@ -131,7 +132,9 @@ class Summarizer:
         self.cache = GenerationCache(cache_file(cfg))
         settings = GenerationSettings(max_new_tokens=scfg.max_new_tokens,
                                       do_sample=scfg.do_sample, temperature=scfg.temperature,
-                                      top_p=scfg.top_p, seed=cfg.seed)
+                                      top_p=scfg.top_p, seed=cfg.seed,
+                                      repetition_penalty=scfg.repetition_penalty,
+                                      no_repeat_ngram_size=scfg.no_repeat_ngram_size)
         self.generator = CachedGenerator(
             model_identity=model_identity(scfg.model, scfg.revision, cfg.cache_dir),
             formatter=self.formatter, load_model=self._load_model, settings=settings,
@@ -146,7 +149,8 @@ class Summarizer:
 
     def segment(self, user: UserHistory) -> list[Block]:
         return self.fitter.segment(self.domain, user.item_ids, user.texts,
-                                   self.cfg.summarizer.block_size, user.user_id)
+                                   self.cfg.summarizer.block_size, user.user_id,
+                                   style=self.style)
 
     def start(self, users: list[UserHistory], paradigm: str) -> list[UserSummary]:
         """One empty summary per user, its history cut into fitted blocks."""
@@ -226,7 +230,7 @@ def hierarchical(summarizer: Summarizer, users: list[UserHistory]) -> list[UserS
                     plan.append(group[0])
                     continue
                 fitted = summarizer.fitter.fit(
-                    lambda t: hierarchical_merge(summarizer.domain, t), group,
+                    lambda t: hierarchical_merge(summarizer.domain, t, summarizer.style), group,
                     what=f"user {state.user_id} layer {layer} merge prompt")
                 state.texts_shortened += fitted.shortened
                 plan.append(None)
@@ -259,7 +263,7 @@ def recurrent(summarizer: Summarizer, users: list[UserHistory]) -> list[UserSumm
         for state in active:
             block = state.blocks[step]
             fitted = summarizer.fitter.fit(
-                lambda t: recurrent_update(summarizer.domain, t[0], t[1:]),
+                lambda t: recurrent_update(summarizer.domain, t[0], t[1:], summarizer.style),
                 [state.steps[-1], *block.items],
                 what=f"user {state.user_id} step {step + 1} update prompt")
             state.texts_shortened += fitted.shortened

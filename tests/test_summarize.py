@@ -354,3 +354,59 @@ def test_two_processes_prepare_the_splits_once(tmp_path, movielens_dir):
     assert result.stderr.count("already holds these splits; reusing them") == 1, \
         result.stderr[-3000:]
     assert result.stdout.count("wrote ") == 2  # both processes read a complete manifest
+
+
+def test_summary_switches_change_the_prompt_and_the_decoding(tmp_path, movielens_dir):
+    """Issue 22, item 5: summary_style fields appends the fixed form to every summarizer
+    prompt (paper: the printed prompts, unchanged); a repetition penalty or an n-gram block
+    goes through generate with that processor, enters the cache key only when on, and changes
+    the fingerprint only when on."""
+    from llmtrsr_utils import generation, prompts
+    from llmtrsr_utils.config import ConfigError
+
+    items = ["Title: Heat; Genres: Crime", "Title: Alien; Genres: Horror"]
+    paper = prompts.block_summary("movies", items)
+    fields = prompts.block_summary("movies", items, "fields")
+    assert "Genres: ...\nThemes: ...\nEras: ..." in fields and "Themes: ..." not in paper
+    assert fields.replace(prompts.summary_form("movies", "fields"), "") == paper
+    for build in (lambda s: prompts.hierarchical_merge("news", ["a", "b"], s),
+                  lambda s: prompts.recurrent_update("news", "prior", items, s)):
+        assert "Categories: ...\nTopics: ...\nRegions: ..." in build("fields")
+        assert "Categories: ..." not in build("paper")
+    with pytest.raises(ValueError, match="summary style"):
+        prompts.block_summary("movies", items, "poem")
+
+    base = smoke_config(tmp_path, movielens_dir)
+    styled = smoke_config(tmp_path, movielens_dir, "summarizer.summary_style=fields")
+    blocked = smoke_config(tmp_path, movielens_dir, "summarizer.no_repeat_ngram_size=2",
+                           "summarizer.max_new_tokens=24")
+    assert len({base.fingerprint(), styled.fingerprint(), blocked.fingerprint()}) == 3
+    assert smoke_config(tmp_path, movielens_dir, "summarizer.no_repeat_ngram_size=0"
+                        ).fingerprint() == base.fingerprint()
+    with pytest.raises(ConfigError, match="repetition_penalty"):
+        smoke_config(tmp_path, movielens_dir, "summarizer.repetition_penalty=0.5")
+    summarizer = Summarizer(styled, "movies", progress=False)
+    assert summarizer.segment(history(3))[0].fitted.prompt.count("Eras: ...") == 1
+
+    plain = generation.GenerationSettings(max_new_tokens=24)
+    settings = generation.GenerationSettings(max_new_tokens=24, no_repeat_ngram_size=2)
+    assert "no_repeat_ngram_size" not in plain.key_fields()
+    assert settings.key_fields()["no_repeat_ngram_size"] == 2
+    generator = Summarizer(blocked, "movies", progress=False).generator
+    assert generator.settings.no_repeat_ngram_size == 2
+    encoded = [generator.formatter.encode(summarizer.segment(history(n))[0].fitted.prompt)
+               for n in (2, 4)]
+    made = []
+    original = generator._generate
+    generator._generate = lambda *a: made.append(original(*a)) or made[-1]
+    generator.generate_ids(encoded)
+    assert made, "an n-gram block must go through generate, not the static loop"
+    ends = generation._end_token_ids(generator.model, generator.tokenizer)
+    for prompt, new in zip(encoded, made[0], strict=True):
+        new = new[:next((i for i, t in enumerate(new) if t in ends), len(new))]
+        ids = [*prompt, *new]
+        bigrams = [tuple(ids[i:i + 2]) for i in range(len(prompt) - 1, len(ids) - 1)]
+        assert len(new) > 4 and len(bigrams) == len(set(bigrams)), "a bigram came twice"
+    loop = generation.greedy_static(generator.model, encoded, 0,
+                                    generator.tokenizer.pad_token_id, 24, ends)
+    assert loop != made[0]  # the random model repeats itself unless blocked

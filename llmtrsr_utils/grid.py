@@ -48,7 +48,10 @@ log = logging.getLogger("llmtrsr")
 SYSTEM_AXIS = "system"
 # A grid without a system axis runs LLM-TRSR with the paper's first paradigm.
 DEFAULT_SYSTEM = systems.paradigm_system(systems.HIERARCHICAL)
-GRID_KEYS = {"name", "description", "notebook", "axes", "figure"}
+GRID_KEYS = {"name", "description", "notebook", "axes", "figure", "anchors", "anchor_axis"}
+# Where grids beside the paper's ablations live (issue 22's anchored Figure 11): `llmtrsr
+# figures` draws them when a profile ran them, and does not miss them when it did not.
+STUDIES_DIR = "params/studies"
 RESULTS = "results.parquet"
 
 
@@ -62,6 +65,11 @@ class Grid:
     description: str = ""
     figure: str | None = None
     source: str = ""
+    # Systems whose prompt does not depend on ``anchor_axis`` (the null and oracle controls do
+    # not read a summary): run once per combination of the other axes, at ``anchor_axis``'s
+    # first value, and drawn at both ends of the figure's axis.
+    anchors: list[str] = field(default_factory=list)
+    anchor_axis: str | None = None
 
 
 @dataclass
@@ -143,6 +151,18 @@ def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None)
                 config_from_dict(trial, source="value")
             except ConfigError as err:
                 raise ConfigError(f"{source}: axis '{key}': {err}") from None
+    anchors = raw.get("anchors") or []
+    anchor_axis = raw.get("anchor_axis")
+    if anchors:
+        known = systems.names(systems.TRAINED_KINDS)
+        bad = [v for v in anchors if v not in known]
+        if not isinstance(anchors, list) or bad:
+            raise ConfigError(f"{source}: key 'anchors' expects a list of trained systems; "
+                              f"unknown {bad}; known: {', '.join(known)}")
+        if anchor_axis not in grid_axes or anchor_axis == SYSTEM_AXIS:
+            raise ConfigError(f"{source}: key 'anchor_axis' must name one of the grid's axes "
+                              f"({', '.join(k for k in grid_axes if k != SYSTEM_AXIS)}) when "
+                              f"'anchors' is set; got {anchor_axis!r}")
     notebook = Path(raw["notebook"])
     if not notebook.is_absolute():
         notebook = project_root() / notebook
@@ -150,7 +170,7 @@ def load_grid(path: str | Path, axes: Mapping[str, Sequence[Any]] | None = None)
         raise ConfigError(f"{source}: key 'notebook': {notebook} does not exist")
     return Grid(name=str(raw.get("name") or path.stem), notebook=notebook, axes=grid_axes,
                 description=str(raw.get("description", "")), figure=raw.get("figure"),
-                source=source)
+                source=source, anchors=list(anchors), anchor_axis=anchor_axis)
 
 
 # Which list of the params' ``ablations`` section sets which axis of which grid (a CPU profile
@@ -172,19 +192,30 @@ def profile_axes(cfg: Config, grid_file: str | Path) -> dict[str, list[Any]]:
 
 
 def expand(grid: Grid) -> list[Point]:
-    """Every combination of axis values, first axis slowest."""
+    """Every combination of axis values, first axis slowest; then each anchor system once per
+    combination of the other axes, at the anchor axis's first value."""
     keys = list(grid.axes)
-    points = []
-    for combo in itertools.product(*(grid.axes[k] for k in keys)):
-        values = dict(zip(keys, combo, strict=True))
-        overrides = [f"{k}={json.dumps(v)}" for k, v in values.items() if k != SYSTEM_AXIS]
-        points.append(Point(values, overrides))
-    return points
+    combos = [dict(zip(keys, combo, strict=True))
+              for combo in itertools.product(*(grid.axes[k] for k in keys))]
+    for anchor in grid.anchors:
+        seen = []
+        for combo in combos:
+            values = {**combo, grid.anchor_axis: grid.axes[grid.anchor_axis][0],
+                      SYSTEM_AXIS: anchor}
+            if values not in seen:
+                seen.append(values)
+        combos += seen
+    return [Point(values, [f"{k}={json.dumps(v)}" for k, v in values.items()
+                           if k != SYSTEM_AXIS]) for values in combos]
 
 
 def point_key(cfg: Config, system: str) -> str:
-    """Identifies a finished point: the settings that change results, and the system."""
-    return f"{cfg.fingerprint()}:{system}"
+    """Identifies a finished point: the settings that change results, the system, and the
+    training seeds it pools (left out for the one default seed, as before seeds existed)."""
+    key = f"{cfg.fingerprint()}:{system}"
+    if cfg.training_seeds != [cfg.seed]:
+        key += ":seeds=" + ",".join(str(seed) for seed in cfg.training_seeds)
+    return key
 
 
 def flat_params(cfg: Config) -> dict[str, Any]:

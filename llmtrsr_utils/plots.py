@@ -272,10 +272,48 @@ def paradigm_series(present: Iterable[str]) -> list[str]:
     return [s.name for s in systems.all_systems() if s.paradigm and s.name in present]
 
 
+def plot_anchored(rows: pd.DataFrame, axis: str, title: str, out_dir: Path, stem: str
+                  ) -> list[Path]:
+    """Figure 11 anchored at both ends (issue 22): Recall@k and MRR@k against the model on
+    ``axis``, with the anchor systems of the grid (no information: the NULL control, on the
+    left; full information: the older titles verbatim, on the right) as the end points, one
+    row of panels per ``recommender.item_num``. Anchors are the rows whose system is a
+    control; the rest are drawn in grid order between them."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    column = f"axis.{axis}"
+    item_nums = list(dict.fromkeys(rows["axis.recommender.item_num"]))
+    controls = set(systems.names("control"))
+    fig, axes = plt.subplots(len(item_nums), 2, figsize=(11, 3.8 * len(item_nums)),
+                             squeeze=False)
+    for r, item_num in enumerate(item_nums):
+        part = rows[rows["axis.recommender.item_num"] == item_num]
+        anchors = part[part["system"].isin(controls)]
+        # The no-information anchor first, the full-information one last (registry order).
+        order = systems.order_names(anchors["system"])
+        middle = part[~part["system"].isin(controls)].copy()
+        middle["x"] = middle[column].astype(str)
+        ends = [anchors[anchors["system"] == name].assign(x=_label(name)) for name in order]
+        line = pd.concat([*ends[:1], middle, *ends[1:]], ignore_index=True)
+        for c, family in enumerate(("recall", "mrr")):
+            ax = axes[r][c]
+            _metric_lines(ax, line, "x", family, categorical=True)
+            ax.set(title=f"item_num {item_num}: {_family(family)}@k",
+                   xlabel=axis.split(".")[0] + " model (ends: controls)",
+                   ylabel=_family(family))
+            ax.tick_params(axis="x", rotation=15)
+            ax.legend(title="k", fontsize="small")
+    fig.suptitle(f"{title}, test users, 95% CI", y=1.01)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, stem)
+
+
 GRID_FIGURES = {
     "figure9_item_count": lambda rows, out, stem: plot_item_count(rows, out, stem),
     "figure10_recommender_size": lambda rows, out, stem: plot_model_size(
         rows, "recommender.model", "Recommender size (paper Figure 10)", out, stem),
     "figure11_summarizer_size": lambda rows, out, stem: plot_model_size(
         rows, "summarizer.model", "Summarizer size, item_num 0 (paper Figure 11)", out, stem),
+    "figure11_anchored": lambda rows, out, stem: plot_anchored(
+        rows, "summarizer.model", "Summarizer size between no summary and the titles "
+        "themselves (Figure 11, anchored)", out, stem),
 }

@@ -17,8 +17,9 @@ from llmtrsr_utils.results import load_results, results_dir, selected_test_rows,
 
 def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path], list[str]]:
     """Every results figure of a profile from its saved tables, nothing rerun (`llmtrsr
-    figures`): Table 2 and the report tables, Figures 9 to 11 from the grids' tables, the
-    efficiency charts. Returns (files written, sources not found)."""
+    figures`): Table 2 and the report tables, Figures 9 to 11 from the grids' tables (and
+    the studies' of ``params/studies`` that these params ran), the efficiency charts.
+    Returns (files written, sources not found)."""
     written: list[Path] = []
     missing: list[str] = []
     out = cfg.figures_path
@@ -32,7 +33,9 @@ def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path
         missing.append(f"Table 2: {err}")
     files = grid_files if grid_files is not None else sorted(
         (project_root() / "params" / "ablations").glob("*.yaml"))
-    for grid_file in files:
+    studies = [] if grid_files is not None else sorted(
+        (project_root() / grid.STUDIES_DIR).glob("*.yaml"))
+    for grid_file in [*files, *studies]:
         spec = grid.load_grid(grid_file, grid.profile_axes(cfg, grid_file))
         path = grid.grid_dir(cfg, spec) / grid.RESULTS
         if spec.figure not in plots.GRID_FIGURES:
@@ -40,7 +43,8 @@ def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path
         rows = grid.rows_for(grid.load_grid_results(path), cfg, spec) if path.is_file() \
             else None
         if rows is None or rows.empty:
-            missing.append(f"{spec.figure}: no rows for these params in {path}")
+            if grid_file not in studies:  # a study is drawn when a profile ran it
+                missing.append(f"{spec.figure}: no rows for these params in {path}")
             continue
         written += plots.GRID_FIGURES[spec.figure](rows, out, spec.figure)
     table_path = efficiency.efficiency_path(cfg)

@@ -162,3 +162,50 @@ def test_in_process_executor_gives_the_papermill_row(tmp_path, movielens_dir):
     pd.testing.assert_frame_equal(tables["papermill"][metrics], tables["inprocess"][metrics])
     with pytest.raises(ValueError, match="executor must be"):
         grid.run_grid(grid_file, SMOKE, overrides, runs_dir=tmp_path / "x", executor="ray")
+
+
+def test_anchors_run_once_per_other_axes_and_close_both_ends_of_the_figure(tmp_path):
+    """Issue 22's anchored Figure 11: the controls run once per item_num (at the first
+    summarizer), not once per summarizer; seeds enter the point key; the figure puts the NULL
+    control first and the older-titles control last."""
+    from llmtrsr_utils import plots
+
+    spec = grid.load_grid(ROOT / "params" / "studies" / "summarizer_anchored.yaml")
+    points = grid.expand(spec)
+    assert len(points) == 8
+    anchors = [p.values for p in points if p.system in ("null-summary", "oracle-older")]
+    assert anchors == [
+        {"summarizer.model": "smollm2-135m", "recommender.item_num": 0, "system": s}
+        if i == 0 else
+        {"summarizer.model": "smollm2-135m", "recommender.item_num": 3, "system": s}
+        for s in ("null-summary", "oracle-older") for i in (0, 1)]
+    with pytest.raises(ConfigError, match="anchor_axis"):
+        grid.load_grid(write_grid(tmp_path / "bad.yaml", {"recommender.item_num": [0]},
+                                  anchors=["null-summary"]))
+    with pytest.raises(ConfigError, match="anchors"):
+        grid.load_grid(write_grid(tmp_path / "bad2.yaml", {"recommender.item_num": [0]},
+                                  anchors=["nobody"], anchor_axis="recommender.item_num"))
+    cfg = load_config(ROOT / "params" / "laptop.yaml")
+    one = grid.point_key(cfg, "null-summary")
+    three = grid.point_key(load_config(ROOT / "params" / "laptop.yaml", ["seeds=[42,43,44]"]),
+                           "null-summary")
+    assert three == f"{one}:seeds=42,43,44"
+    rows = pd.DataFrame([
+        {"system": system, "axis.summarizer.model": model, "axis.recommender.item_num": n,
+         **{f"{f}@{k}{suffix}": value for f in ("recall", "mrr") for k in (3, 5, 10)
+            for suffix in ("", "_ci_low", "_ci_high")}}
+        for n in (0, 3) for system, model, value in (
+            ("llmtrsr-hierarchical", "smollm2-135m", 0.3), ("llmtrsr-hierarchical",
+                                                            "gemma3-270m", 0.35),
+            ("oracle-older", "smollm2-135m", 0.5), ("null-summary", "smollm2-135m", 0.2))])
+    drawn = []
+    original = plots._metric_lines
+    plots._metric_lines = lambda ax, part, *a, **k: drawn.append(list(part["x"])) or original(
+        ax, part, *a, **k)
+    try:
+        files = plots.plot_anchored(rows, "summarizer.model", "t", tmp_path, "anchored")
+    finally:
+        plots._metric_lines = original
+    assert drawn[0] == ["Control: no summary (NULL)", "smollm2-135m", "gemma3-270m",
+                        "Control: older items verbatim"]
+    assert len(drawn) == 4 and {p.suffix for p in files} == {".png", ".pdf"}

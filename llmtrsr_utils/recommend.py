@@ -51,7 +51,7 @@ from llmtrsr_utils.models import (
 from llmtrsr_utils.packing import TreeCollator, build_tree, loss_items
 from llmtrsr_utils.prompts import PromptFormatter, recommendation
 from llmtrsr_utils.records import TrainingRecord
-from llmtrsr_utils.segmentation import ELLIPSIS, PromptTooLongError
+from llmtrsr_utils.segmentation import PromptTooLongError, shortened_text
 from llmtrsr_utils.summarize import load_summaries
 
 log = logging.getLogger("llmtrsr")
@@ -210,7 +210,7 @@ class RecommendationPrompts:
             keep = len(ids)
             while tokens > self.budget and keep > floor:
                 keep = max(floor, keep - (tokens - self.budget))
-                summary = self.tokenizer.decode(ids[:keep]).rstrip() + ELLIPSIS
+                summary = shortened_text(self.tokenizer, ids, keep)
                 shortened = True
                 tokens = len(self.tokens(self.render(summary, recent, longest_candidate)))
         while tokens > self.budget and recent:

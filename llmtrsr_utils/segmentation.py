@@ -16,6 +16,23 @@ from dataclasses import dataclass
 from llmtrsr_utils.prompts import PromptFormatter, block_summary
 
 ELLIPSIS = " ..."
+REPLACEMENT = "\ufffd"  # what a byte-level tokenizer decodes half a character to
+
+
+def shortened_text(tokenizer, ids: Sequence[int], keep: int) -> str:
+    """The first ``keep`` token ids of a text decoded, never ending in a broken character.
+
+    Byte-level BPE splits one emoji, CJK or accented character over several tokens; cutting
+    between them decodes to U+FFFD. Tokens are dropped from the cut until the text no longer
+    ends in a replacement character that the whole text does not have there, then the
+    ellipsis is added (issue 23)."""
+    whole = tokenizer.decode(list(ids))
+    while keep > 0:
+        text = tokenizer.decode(list(ids[:keep])).rstrip()
+        if not text.endswith(REPLACEMENT) or whole.startswith(text):
+            return text + ELLIPSIS
+        keep -= 1
+    return ELLIPSIS
 
 
 class PromptTooLongError(ValueError):
@@ -84,7 +101,7 @@ class PromptFitter:
                     f"{len(texts)} texts cut to {self.min_text_tokens} tokens; raise max_length, "
                     f"lower max_new_tokens or block_size, or use fewer attributes")
             keep = max(self.min_text_tokens, lengths[longest] - (tokens - self.budget) - 2)
-            texts[longest] = self.tokenizer.decode(ids[longest][:keep]).rstrip() + ELLIPSIS
+            texts[longest] = shortened_text(self.tokenizer, ids[longest], keep)
             lengths[longest] = keep
             shortened.add(longest)
             prompt = self.formatter.render(build(texts))

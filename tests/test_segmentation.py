@@ -73,3 +73,25 @@ def test_model_limit_caps_max_length(formatter):
 def test_prompts_have_no_stray_indentation():
     for content in (block_summary("news", ["a", "b"]), hierarchical_merge("shopping", ["x"])):
         assert not any(line.startswith((" ", "\t")) for line in content.splitlines())
+
+
+@pytest.mark.parametrize("text", ["🎬🎞️🍿 Amélie, Crème brûlée", "東京物語 七人の侍 千と千尋の神隠し",
+                                  "Ça ira 👩‍👩‍👧 naïve façade"])
+def test_shortening_never_leaves_a_broken_character(formatter, text):
+    """Issue 23: a cut between the byte tokens of one character decoded to U+FFFD in the
+    prompt. Every cut length of these texts is tried: none ends in a replacement character,
+    and each is a prefix of the text plus the ellipsis."""
+    from llmtrsr_utils.segmentation import ELLIPSIS, REPLACEMENT, shortened_text
+
+    tokenizer = formatter.tokenizer
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    broken = [k for k in range(1, len(ids))
+              if tokenizer.decode(ids[:k]).rstrip().endswith(REPLACEMENT)]
+    assert broken, "the tokenizer must split a character here, or the test proves nothing"
+    for keep in range(1, len(ids)):
+        cut = shortened_text(tokenizer, ids, keep)
+        assert REPLACEMENT not in cut and cut.endswith(ELLIPSIS)
+        assert text.startswith(cut.removesuffix(ELLIPSIS))
+    fitter = PromptFitter(formatter, max_length=90, max_new_tokens=8, min_text_tokens=4)
+    fitted = fitter.fit(lambda texts: block_summary("movies", texts), [text * 8, "Heat"])
+    assert fitted.shortened == 1 and REPLACEMENT not in fitted.prompt

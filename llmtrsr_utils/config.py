@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -69,6 +70,11 @@ def _choices(*values: str) -> dict[str, Any]:
 
 def _at_least(bound: float) -> dict[str, Any]:
     return {"min": bound}
+
+
+def _share(*, closed: bool = False) -> dict[str, Any]:
+    """A probability-like value: in [0, 1], or [0, 1) unless ``closed``."""
+    return {"min": 0.0, **({"max": 1.0} if closed else {"below": 1.0})}
 
 
 @dataclass
@@ -158,7 +164,7 @@ class SummarizerConfig(ModelSettings):
     min_text_tokens: int = field(default=16, metadata=_at_least(1))
     do_sample: bool = False  # greedy by default (reproducible)
     temperature: float = field(default=1.0, metadata=_at_least(0.0))
-    top_p: float = field(default=1.0, metadata=_at_least(0.0))
+    top_p: float = field(default=1.0, metadata=_share(closed=True))
     # Issue 22, item 5: switches that may make a small summarizer's summary carry more (the
     # paper's prompts and plain greedy decoding by default; FIDELITY.md).
     # paper: the prompts of Figures 4, 6 and 7; fields: the same prompts asking for the answer
@@ -201,16 +207,16 @@ class RecommenderConfig(ModelSettings):
                               metadata=_choices("attention", "authors", "all-linear"))
     lora_r: int = field(default=8, metadata=_at_least(1))
     lora_alpha: int = field(default=16, metadata=_at_least(1))
-    lora_dropout: float = field(default=0.05, metadata=_at_least(0.0))
+    lora_dropout: float = field(default=0.05, metadata=_share())
     learning_rate: float = field(default=1e-4, metadata=_at_least(0.0))
     # AdamW as the authors' train.py: weight decay 5e-4, betas (0.9, 0.95).
     weight_decay: float = field(default=5e-4, metadata=_at_least(0.0))
-    adam_beta1: float = field(default=0.9, metadata=_at_least(0.0))
-    adam_beta2: float = field(default=0.95, metadata=_at_least(0.0))
+    adam_beta1: float = field(default=0.9, metadata=_share())
+    adam_beta2: float = field(default=0.95, metadata=_share())
     # constant: the authors' DeepSpeed WarmupLR with 0 warmup steps; linear/cosine: decay to 0.
     lr_scheduler: str = field(default="constant", metadata=_choices("constant", "linear",
                                                                     "cosine"))
-    warmup_ratio: float = field(default=0.0, metadata=_at_least(0.0))
+    warmup_ratio: float = field(default=0.0, metadata=_share())
     # 0 disables clipping (the authors' DeepSpeed config sets none).
     max_grad_norm: float = field(default=0.0, metadata=_at_least(0.0))
     # tree: one training row per user, its 1 + data.train_negatives examples packed behind one
@@ -268,7 +274,7 @@ class ClassicalConfig:
     # Sampled negatives per training example (the last prefix keeps its frozen negatives first).
     train_negatives: int = field(default=1, metadata=_at_least(1))
     dim: int = field(default=64, metadata=_at_least(1))
-    dropout: float = field(default=0.1, metadata=_at_least(0.0))
+    dropout: float = field(default=0.1, metadata=_share())
     learning_rate: float = field(default=1e-3, metadata=_at_least(0.0))
     weight_decay: float = field(default=1e-4, metadata=_at_least(0.0))
     batch_size: int = field(default=64, metadata=_at_least(1))
@@ -612,8 +618,14 @@ def _check_metadata(meta: Mapping[str, Any], value: Any, key: str, source: str) 
         also = " or a module path (package.module)" if meta.get("or_module_path") else ""
         raise ConfigError(f"{source}: key '{key}' must be one of {', '.join(choices)}"
                           f"{also}; got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: key '{key}' must be a finite number; got {value!r}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{source}: key '{key}' must be at least {meta['min']}; got {value!r}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{source}: key '{key}' must be at most {meta['max']}; got {value!r}")
+    if "below" in meta and value >= meta["below"]:
+        raise ConfigError(f"{source}: key '{key}' must be below {meta['below']}; got {value!r}")
 
 
 def _check_cross_field(cfg: Config, source: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+GRID_FOLDERS = {"ablations", "studies"}  # grid files, checked by tests/test_grid.py
 KIT_PARAMS = sorted(p for p in (ROOT / "params").rglob("*.yaml")
-                    if "accelerate" not in p.parts and "ablations" not in p.parts)
+                    if "accelerate" not in p.parts and not GRID_FOLDERS & set(p.parts))
 
 
 @pytest.mark.parametrize("params", KIT_PARAMS, ids=lambda p: p.name)
@@ -184,3 +186,23 @@ def test_a_string_of_overrides_loads():
                       "work_dir=work/x, data.n_test_users=5, ablations.item_nums=[0, 1]")
     assert (cfg.work_dir, cfg.data.n_test_users, cfg.ablations.item_nums) == (
         "work/x", 5, [0, 1])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("recommender.learning_rate=.nan", "recommender.learning_rate' must be a finite number"),
+    ("recommender.learning_rate=nan", "recommender.learning_rate' must be a finite number"),
+    ("data.min_rating=.inf", "data.min_rating' must be a finite number"),
+    ("summarizer.temperature=-.inf", "summarizer.temperature' must be a finite number"),
+    ("summarizer.top_p=1.5", "summarizer.top_p' must be at most 1.0"),
+    ("recommender.lora_dropout=1.0", "recommender.lora_dropout' must be below 1.0"),
+    ("recommender.adam_beta1=1", "recommender.adam_beta1' must be below 1.0"),
+    ("recommender.adam_beta2=1.2", "recommender.adam_beta2' must be below 1.0"),
+    ("classical.dropout=2", "classical.dropout' must be below 1.0"),
+    ("recommender.warmup_ratio=1", "recommender.warmup_ratio' must be below 1.0"),
+])
+def test_nan_inf_and_numbers_past_their_upper_bound_are_refused(override, message):
+    """Issue 23: NaN and inf passed the lower-bound checks, and nothing bounded dropout, Adam
+    betas or top_p above; each is refused naming the key."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+    load_config(None, ["summarizer.top_p=1.0", "recommender.adam_beta2=0.999"])  # edges pass

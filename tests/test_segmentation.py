@@ -75,8 +75,11 @@ def test_prompts_have_no_stray_indentation():
         assert not any(line.startswith((" ", "\t")) for line in content.splitlines())
 
 
-@pytest.mark.parametrize("text", ["🎬🎞️🍿 Amélie, Crème brûlée", "東京物語 七人の侍 千と千尋の神隠し",
-                                  "Ça ira 👩‍👩‍👧 naïve façade"])
+@pytest.mark.parametrize("text", [
+    "🎬🎞️🍿 Amélie, Crème brûlée",
+    "東京物語 七人の侍 千と千尋の神隠し",
+    "Ça ira 👩‍👩‍👧 naïve façade",
+])
 def test_shortening_never_leaves_a_broken_character(formatter, text):
     """Issue 23: a cut between the byte tokens of one character decoded to U+FFFD in the
     prompt. Every cut length of these texts is tried: none ends in a replacement character,

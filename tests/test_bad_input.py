@@ -87,6 +87,16 @@ def missing_history_item(folder: Path):
     return prepare_dataset(cfg)
 
 
+def generic_prepared(folder: Path, interactions: str = INTERACTIONS, *overrides: str):
+    from llmtrsr_utils.datasets.splits import prepare_dataset
+
+    root = write_generic(folder / "g", interactions=interactions)
+    cfg = load_config(None, [f"work_dir={folder / 'work'}", "data.name=generic",
+                             f"data.dir={root}", "data.min_history=1", "data.n_train_users=1",
+                             "data.n_valid_users=1", "data.n_test_users=1", *overrides])
+    return prepare_dataset(cfg)
+
+
 def empty_history(folder: Path):
     from llmtrsr_utils.baselines import embedding_scores
 
@@ -198,6 +208,13 @@ CASES = [
          DataFormatError, "{dir}/g/items.csv:1: expected a header row 'item_id,<attribute>,...' naming at least one attribute; got id,title,category"),
     Case("a history item missing from the catalogue (policy error)", missing_history_item,
          DataFormatError, "items.csv, interactions.csv: expected every history item in the items catalogue (data.missing_item_policy: error; drop_item or drop_user drop and count it instead); got user 'u2': history item 'ghost' is not in the catalogue"),
+    Case("a target missing from the catalogue under missing_item_policy error",
+         lambda d: generic_prepared(d, INTERACTIONS + "u2,ghost,500\nu3,i1,1\nu3,i2,2\n",
+                                    "data.missing_item_policy=error"),
+         DataFormatError, "items.csv, interactions.csv: expected every target item in the items catalogue (data.missing_item_policy: error; drop_item or drop_user drop the user and count it instead); got user 'u2': target item 'ghost' is not in the catalogue"),
+    Case("a catalogue smaller than the negatives asked for",
+         lambda d: generic_prepared(d, INTERACTIONS + "u3,i1,1\nu3,i2,2\n"), ConfigError,
+         "data.train_negatives: 1 negatives per train user, but the items catalogue of generic holds 4 items and user 'u1' may not be given 4 of them (data.negative_exclusion: history_and_target); lower data.train_negatives or use a larger catalogue"),
     Case("an empty history", empty_history, ValueError, "user 'u7' has an empty history: no profile to compare against"),
     Case("a candidate set whose target is also a negative",
          lambda d: split_with_bad_candidates(d, ["x", "c", "y"]), DataFormatError, "{dir}/test.parquet: expected exactly one positive per candidate set (the target, not repeated among the negatives); got record 0 (user 'u1'): target 'c' is also negative #2"),

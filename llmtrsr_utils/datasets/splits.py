@@ -140,6 +140,13 @@ def clean_sequences(raw: RawDataset, data: DataConfig) -> tuple[pd.DataFrame, di
     rows = []
     for record in raw.sequences.to_dict("records"):
         if record[TARGET] not in catalogue:
+            if data.missing_item_policy == "error":
+                raise DataFormatError(
+                    ", ".join(raw.source_files) or raw.name, None,
+                    "every target item in the items catalogue (data.missing_item_policy: "
+                    "error; drop_item or drop_user drop the user and count it instead)",
+                    f"user {record[USER_ID]!r}: target item {record[TARGET]!r} is not in the "
+                    f"catalogue")
             counts["users_dropped_missing_target"] += 1
             continue
         history = list(record[HISTORY])
@@ -325,6 +332,13 @@ def draw_negatives(frame: pd.DataFrame, split: str, catalogue: np.ndarray, cfg: 
             if len(chosen) < k:
                 counts[f"{split}_users_negatives_topped_up_from_catalogue"] += 1
         if len(chosen) < k:
+            if len(catalogue) - len(excluded | set(chosen)) < k - len(chosen):
+                key = "train_negatives" if split == "train" else "eval_negatives"
+                raise ConfigError(
+                    f"data.{key}: {k} negatives per {split} user, but the items catalogue of "
+                    f"{data.name} holds {len(catalogue)} items and user {record[USER_ID]!r} "
+                    f"may not be given {len(excluded)} of them (data.negative_exclusion: "
+                    f"{data.negative_exclusion}); lower data.{key} or use a larger catalogue")
             chosen += sample_negatives(catalogue, excluded | set(chosen), k - len(chosen), rng)
         if data.negative_exclusion != "history_and_target":
             for key, drawn in (("target", record[TARGET] in chosen),

@@ -49,7 +49,7 @@ NOT_IN_FINGERPRINT = ("work_dir", "runs_dir", "figures_dir", "cache_dir", "ablat
 # Keys added after results were made with the settings they default to: left out of every
 # fingerprint while at that default, so those results, summaries and adapters stay current.
 ADDED_KEYS = {"summarizer.summary_style": "paper", "summarizer.repetition_penalty": 1.0,
-              "summarizer.no_repeat_ngram_size": 0}
+              "summarizer.no_repeat_ngram_size": 0, "data.repeats": "keep"}
 
 
 # Keys that existed once: an old params file gets told what replaced them.
@@ -131,6 +131,14 @@ class DataConfig:
     # manifest), or stop with an error naming the user and item.
     missing_item_policy: str = field(default="drop_item",
                                      metadata=_choices("drop_item", "drop_user", "error"))
+    # Repeated interactions with one item (issue 23): keep them (the paper and the authors'
+    # code are silent; MovieLens has none, a rating is one per user and movie);
+    # drop_consecutive: an item repeated right after itself counts once (a re-click, a
+    # re-purchase in one go); drop_all: only each item's first interaction stays. Applied to
+    # the whole sequence, target included, before the history rules; counted in the manifest
+    # (under keep, how many users' target is also in their history).
+    repeats: str = field(default="keep",
+                         metadata=_choices("keep", "drop_consecutive", "drop_all"))
 
 
 @dataclass

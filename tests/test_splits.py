@@ -185,3 +185,36 @@ def test_training_windows_add_earlier_targets_of_training_users_only(tmp_path, m
         assert (load_split(data_dir, split, windows=True)[WINDOW] == 0).all()
     manifest = read_manifest(data_dir)
     assert manifest["counts"]["train_window_rows"] == 12
+
+
+@pytest.mark.parametrize(("policy", "history", "target", "dropped"), [
+    ("keep", ["i1", "i2", "i2", "i3"], "i1", 0),
+    ("drop_consecutive", ["i1", "i2", "i3"], "i1", 1),
+    ("drop_all", ["i1", "i2"], "i3", 2),
+])
+def test_repeated_interactions_follow_data_repeats_and_are_counted(tmp_path, policy, history,
+                                                                   target, dropped):
+    """Issue 23: repeated rows were kept silently, so a target could also sit in the history
+    (TALLRec's prompt shows it). keep is the default (stated in the config); both drops apply
+    to the whole sequence, target included; the manifest counts what each did."""
+    from llmtrsr_utils.config import DataConfig
+    from llmtrsr_utils.datasets.loaders import generic
+    from llmtrsr_utils.datasets.splits import clean_sequences
+    from tests.test_loaders_generic import write_generic
+
+    assert DataConfig().repeats == "keep"
+    root = write_generic(tmp_path / "g", interactions=(
+        "user_id,item_id,timestamp\n"
+        "u1,i1,1\nu1,i2,2\nu1,i2,3\nu1,i3,4\nu1,i1,5\n"    # i2 twice in a row, i1 again last
+        "u2,i4,1\nu2,i4,2\n"))                           # one item, twice
+    data = DataConfig(name="generic", min_history=1, max_history=10, repeats=policy)
+    frame, counts = clean_sequences(generic.load(data, root), data)
+    u1 = frame.set_index("user_id").loc["u1"]
+    assert list(u1["history"]) == history and u1["target"] == target
+    assert counts["users_with_repeats"] == 2
+    assert counts["repeated_interactions_dropped"] == dropped + (0 if policy == "keep" else 1)
+    assert counts["users_dropped_one_item_after_repeats"] == (0 if policy == "keep" else 1)
+    assert counts["users_target_in_history"] == (2 if policy == "keep" else
+                                                 1 if policy == "drop_consecutive" else 0)
+    with pytest.raises(ConfigError, match="data.repeats"):
+        load_config(None, ["data.repeats=drop"])

@@ -44,6 +44,7 @@ from llmtrsr_utils.artifacts import (
     write_parquet,
 )
 from llmtrsr_utils.config import (
+    ADDED_KEYS,
     ENV_DATA_DIR,
     NEGATIVE_EXCLUSIONS,
     Config,
@@ -130,15 +131,42 @@ def locate_raw_dir(data: DataConfig, cache_dir: Path) -> Path:
     return folder
 
 
+def without_repeats(sequence: list[str], policy: str) -> list[str]:
+    """A user's items, oldest first, under ``data.repeats``: ``keep`` them all,
+    ``drop_consecutive`` (an item right after itself counts once) or ``drop_all`` (each item's
+    first interaction only)."""
+    if policy == "keep":
+        return list(sequence)
+    if policy == "drop_consecutive":
+        return [item for i, item in enumerate(sequence) if i == 0 or item != sequence[i - 1]]
+    if policy == "drop_all":
+        return list(dict.fromkeys(sequence))
+    raise ConfigError(f"data.repeats={policy!r}: expected keep, drop_consecutive or drop_all")
+
+
 def clean_sequences(raw: RawDataset, data: DataConfig) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Apply the missing-item policy and the history-length rule; count everything dropped."""
+    """Apply the repeats rule, the missing-item policy and the history-length rule; count
+    everything dropped."""
     catalogue = set(raw.items[ITEM_ID])
-    counts = {"users_loaded": len(raw.sequences), "history_items_missing_from_catalogue": 0,
+    counts = {"users_loaded": len(raw.sequences), "repeated_interactions_dropped": 0,
+              "users_with_repeats": 0, "users_target_in_history": 0,
+              "users_dropped_one_item_after_repeats": 0,
+              "history_items_missing_from_catalogue": 0,
               "users_dropped_missing_history_item": 0, "users_dropped_missing_target": 0,
               "users_dropped_history_too_short": 0, "users_dropped_history_too_long": 0,
               "users_history_truncated": 0}
     rows = []
     for record in raw.sequences.to_dict("records"):
+        sequence = [*record[HISTORY], record[TARGET]]
+        kept = without_repeats(sequence, data.repeats)
+        if len(set(sequence)) < len(sequence):
+            counts["users_with_repeats"] += 1
+            counts["repeated_interactions_dropped"] += len(sequence) - len(kept)
+        if len(kept) < 2:
+            counts["users_dropped_one_item_after_repeats"] += 1
+            continue
+        record[HISTORY], record[TARGET] = kept[:-1], kept[-1]
+        counts["users_target_in_history"] += int(record[TARGET] in record[HISTORY])
         if record[TARGET] not in catalogue:
             if data.missing_item_policy == "error":
                 raise DataFormatError(
@@ -350,7 +378,9 @@ def draw_negatives(frame: pd.DataFrame, split: str, catalogue: np.ndarray, cfg: 
 
 
 def data_fingerprint(cfg: Config) -> str:
-    payload = {"seed": cfg.seed, "data": asdict(cfg.data), "format_version": FORMAT_VERSION}
+    data = {k: v for k, v in asdict(cfg.data).items()  # a key added later, at its default,
+            if f"data.{k}" not in ADDED_KEYS or ADDED_KEYS[f"data.{k}"] != v}  # keeps splits
+    payload = {"seed": cfg.seed, "data": data, "format_version": FORMAT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

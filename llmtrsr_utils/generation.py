@@ -99,17 +99,42 @@ class GenerationCache:
     """SQLite store of generations; safe against kill -9 and shared by concurrent processes."""
 
     def __init__(self, path: str | Path):
+        """Open (or create) the store; an unreadable file (truncated, overwritten, not SQLite)
+        is moved aside, kept for salvage, and a new store started: its generations are made
+        again, with a warning naming both files."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=120)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
-            "settings TEXT NOT NULL, prompt TEXT NOT NULL, text TEXT NOT NULL, "
-            "prompt_tokens INTEGER NOT NULL, new_tokens INTEGER NOT NULL, "
-            "stopped INTEGER NOT NULL, created REAL NOT NULL)")
-        self._db.commit()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as err:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{self.path}{suffix}")
+                if part.exists():
+                    part.rename(Path(f"{aside}{suffix}"))
+            log.warning("%s: the generation cache is unreadable (%s); moved it to %s and "
+                        "started a new one: its generations will be made again", self.path,
+                        err, aside)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=120)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, model TEXT NOT "
+                "NULL, settings TEXT NOT NULL, prompt TEXT NOT NULL, text TEXT NOT NULL, "
+                "prompt_tokens INTEGER NOT NULL, new_tokens INTEGER NOT NULL, "
+                "stopped INTEGER NOT NULL, created REAL NOT NULL)")
+            db.commit()
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {verdict}")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def get_many(self, keys: Iterable[str]) -> dict[str, GenerationResult]:
         keys = list(dict.fromkeys(keys))

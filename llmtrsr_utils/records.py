@@ -62,6 +62,7 @@ class SummaryRecord:
     prompt_format: str  # chat or plain, as used (auto resolved)
     flags: dict[str, int]  # count of each generation flag
     provenance: dict[str, Any] = field(default_factory=dict)  # params, versions, commit
+    sha256: str | None = None  # of the parquet: a file that no longer matches is remade
 
     def to_dict(self) -> dict[str, Any]:
         return _flat(self, "provenance")

@@ -32,6 +32,7 @@ from llmtrsr_utils import systems
 from llmtrsr_utils.artifacts import (
     check_writable,
     provenance,
+    sha256_of,
     write_json,
     write_parquet,
 )
@@ -339,7 +340,7 @@ def summarize_split(cfg: Config, split: str, paradigm: str, *, progress: bool = 
         calls_cut_at_max_new_tokens=int(frame["calls_cut_at_max_new_tokens"].sum()),
         final_summaries_cut=int(frame["final_summary_cut"].sum()),
         prompt_format=summarizer.formatter.prompt_format,
-        flags=dict(flag_counts), provenance=provenance(cfg),
+        flags=dict(flag_counts), provenance=provenance(cfg), sha256=sha256_of(out),
     ).to_dict()
     write_json(record, out.with_suffix(".json"))
     summarizer.cache.close()
@@ -354,8 +355,18 @@ def summaries_current(cfg: Config, split: str, paradigm: str) -> bool:
     record_path = path.with_suffix(".json")
     if not (path.is_file() and record_path.is_file()):
         return False
-    record = json.loads(record_path.read_text())
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        log.warning("%s: unreadable (%s); summarizing again (the generation cache answers "
+                    "every call already made)", record_path, err)
+        return False
     if record.get("format_version") != SUMMARY_FORMAT_VERSION:
+        return False
+    if record.get("sha256") and record["sha256"] != sha256_of(path):
+        log.warning("%s: does not match the sha256 its record %s gives (changed or corrupted "
+                    "since written); summarizing again (the generation cache answers every "
+                    "call already made)", path, record_path.name)
         return False
     try:
         made_with = config_from_dict(record.get("params", {}), source=str(record_path))
@@ -393,7 +404,13 @@ def load_summaries(cfg: Config, split: str, paradigm: str, *, current: bool = Fa
         raise SummariesMissingError(f"{path}: made with other data or summarizer settings; "
                                     f"run `llmtrsr summarize --split {split} --paradigm "
                                     f"{paradigm}` again")
-    return pd.read_parquet(path)
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise SummariesMissingError(f"{path}: unreadable ({err}); run `llmtrsr summarize "
+                                    f"--split {split} --paradigm {paradigm}` again (the "
+                                    f"generation cache answers every call already made)"
+                                    ) from None
 
 
 # -- inspection helpers for the notebooks ------------------------------------------------------

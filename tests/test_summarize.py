@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -410,3 +411,52 @@ def test_summary_switches_change_the_prompt_and_the_decoding(tmp_path, movielens
     loop = generation.greedy_static(generator.model, encoded, 0,
                                     generator.tokenizer.pad_token_id, 24, ends)
     assert loop != made[0]  # the random model repeats itself unless blocked
+
+
+def test_corrupted_summaries_and_cache_are_remade_and_nothing_else_is_lost(
+        tmp_path, movielens_dir, caplog):
+    """Issue 23: a truncated summary parquet, a garbled summary record and an unreadable
+    generation cache each gave a traceback. Now: the summaries are made again from the cache
+    (no model call) with a warning; an unreadable cache is moved aside (kept for salvage) and a
+    new one started; the other split's summaries and the splits are untouched."""
+    from llmtrsr_utils.pipeline import ensure_summaries
+    from llmtrsr_utils.summarize import SummariesMissingError, summaries_current
+
+    cfg = prepared(tmp_path, movielens_dir)
+    for split in ("valid", "test"):
+        summarize_split(cfg, split, "hierarchical", progress=False)
+    path = summaries_path(cfg, "test", "hierarchical")
+    good = load_summaries(cfg, "test", "hierarchical")
+    other = summaries_path(cfg, "valid", "hierarchical")
+    other_bytes, split_bytes = other.read_bytes(), (cfg.data_output_dir / "test.parquet"
+                                                    ).read_bytes()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    with pytest.raises(SummariesMissingError, match="unreadable"):
+        load_summaries(cfg, "test", "hierarchical")
+    with caplog.at_level("WARNING", logger="llmtrsr"):
+        assert not summaries_current(cfg, "test", "hierarchical")
+        assert "does not match the sha256" in caplog.text
+        ensure_summaries(cfg, "test", "hierarchical", progress=False)
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["model_calls"] == 0 and record["sha256"]  # remade from the cache
+    pd.testing.assert_frame_equal(load_summaries(cfg, "test", "hierarchical"), good)
+    path.with_suffix(".json").write_text('{"format_version": 1, "spl')  # garbled record
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="llmtrsr"):
+        assert not summaries_current(cfg, "test", "hierarchical")
+    assert "unreadable" in caplog.text
+    ensure_summaries(cfg, "test", "hierarchical", progress=False)
+    assert summaries_current(cfg, "test", "hierarchical")
+    # An unreadable generation cache: moved aside, a new one made, the summaries remade.
+    cache = Path(cfg.summarizer.cache_file)
+    cache.write_bytes(b"this is not a database" * 100)
+    path.unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="llmtrsr"):
+        made = summarize_split(cfg, "test", "hierarchical", progress=False)
+    assert "generation cache is unreadable" in caplog.text and made["model_calls"] > 0
+    assert list(cache.parent.glob(f"{cache.name}.corrupt-*"))
+    assert GenerationCache(cache).integrity_ok()
+    pd.testing.assert_frame_equal(load_summaries(cfg, "test", "hierarchical"), good)
+    assert other.read_bytes() == other_bytes  # nothing else touched
+    assert (cfg.data_output_dir / "test.parquet").read_bytes() == split_bytes

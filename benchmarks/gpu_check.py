@@ -283,13 +283,12 @@ BENCHES = {
 
 def stage_throughput(log: Log, params: str) -> None:
     from llmtrsr_utils.artifacts import sha256_of
-    from llmtrsr_utils.models import resolve_model
+    from llmtrsr_utils.models import REGISTRY, resolve_model
 
     gguf = resolve_model("smollm2-135m").spec.gguf_path(Path(tempfile.gettempdir()))
     digest = sha256_of(gguf)
-    expected = os.environ.get("SMOLLM2_SHA256")
-    log.row("smollm2_file_sha256", digest[:16], (expected or "")[:16] or None,
-            digest == expected if expected else None, str(gguf))
+    expected = REGISTRY["smollm2-135m"].file_sha256  # the kit's pin: never unset
+    log.row("smollm2_file_sha256", digest[:16], expected[:16], digest == expected, str(gguf))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"}
     for bench, (args, keys) in BENCHES.items():
         command = [sys.executable, str(ROOT / "benchmarks" / f"{bench}.py"), "--params", params,

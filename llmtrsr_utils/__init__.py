@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 MODULE_ORDER = (
     "",  # __version__, this order
     # Foundations: no stage, no model.
-    "artifacts", "environment", "metrics", "packing", "prompts", "records", "registry",
+    "artifacts", "environment", "kernels", "metrics", "packing", "prompts", "records", "registry",
     # The registry of every scored system and summarization paradigm (names, labels, order).
     "systems",
     # Data: the loader contract, the loaders' folder (its contents are the list of datasets),

@@ -41,6 +41,7 @@ from llmtrsr_utils.config import (
     override_list,
     project_root,
 )
+from llmtrsr_utils.kernels import ipc_kernel_manager
 from llmtrsr_utils.results import upsert
 
 log = logging.getLogger("llmtrsr")
@@ -292,7 +293,8 @@ def run_grid(grid_file: str | Path, params_file: str | Path,
                     parameters={"params_file": str(params_path),
                                 "overrides": [*overrides, *point.overrides],
                                 "system": point.system, "output_dir": str(point_dir.resolve())},
-                    kernel_name=kernel_name, progress_bar=False, log_output=False)
+                    kernel_name=kernel_name, progress_bar=False, log_output=False,
+                    kernel_manager_class=ipc_kernel_manager())
             result = json.loads(result_file.read_text())
         except Exception as err:  # a failed point must not stop the grid: reported at the end
             message = _first_line(err)

@@ -16,13 +16,15 @@ logits. Weights load from safetensors or GGUF only; ``trust_remote_code`` stays 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,6 +334,33 @@ def context_length(name: str, *, revision: str | None = None, trust_remote_code:
     return None
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while a model loads, unless the kit logs at
+    INFO (``llmtrsr -v``): a saved notebook held one bar per model load (issue 23)."""
+    from transformers.utils import logging as hf_logging
+
+    if log.isEnabledFor(logging.INFO) or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def library_deprecations_silenced() -> Iterator[None]:
+    """peft (0.21) reads ``model.is_gradient_checkpointing``, which transformers 5 deprecated:
+    a FutureWarning on every adapter the kit creates or loads that no user can act on. Only
+    that message is silenced, only around those calls."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
+
+
 def load_model(settings: ModelSettings, *, cache_dir: str | Path | None = None,
                device: str | None = None):
     """(model, tokenizer) of a summarizer's or recommender's settings (model, revision, dtype,
@@ -392,8 +421,9 @@ def load_causal_lm(name: str, *, revision: str | None = None, dtype: str = "auto
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         kwargs["device_map"] = "auto"
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(
+                source, revision=revision, trust_remote_code=trust_remote_code, **kwargs)
     except OSError as err:
         raise ModelLoadError(_offline_hint(name, err)) from err
     if not load_in_8bit:

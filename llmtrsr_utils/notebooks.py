@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from llmtrsr_utils.config import load_config, override_list, project_root
+from llmtrsr_utils.kernels import ipc_kernel_manager
 
 log = logging.getLogger("llmtrsr")
 
@@ -45,6 +46,7 @@ def run_series(params_file: str | os.PathLike, overrides: str | Sequence[str] = 
         pm.execute_notebook(str(notebook), str(target), cwd=str(Path.cwd()),
                             parameters={"params_file": str(params_path),
                                         "overrides": override_list(overrides)},
-                            kernel_name="python3", progress_bar=False, log_output=False)
+                            kernel_name="python3", progress_bar=False, log_output=False,
+                            kernel_manager_class=ipc_kernel_manager())
         executed.append(target)
     return executed

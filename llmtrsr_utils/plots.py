@@ -13,18 +13,41 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from llmtrsr_utils import systems  # noqa: E402
+from llmtrsr_utils.artifacts import atomic_path  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``fig`` as ``<stem>.png`` and ``.pdf`` (each under a temporary name, renamed into
+    place), show it inline when a notebook kernel is running (the saved PNG: an executed
+    notebook holds the image), and close it. Returns the two paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for suffix in ("png", "pdf"):
         path = out_dir / f"{stem}.{suffix}"
-        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=_fixed_metadata(suffix))
+        with atomic_path(path) as temp:
+            fig.savefig(temp, format=suffix, dpi=150, bbox_inches="tight",
+                        metadata=_fixed_metadata(suffix))
         paths.append(path)
     plt.close(fig)
+    show_inline(paths[0])
     return paths
+
+
+def show_inline(png: Path) -> bool:
+    """Display a saved PNG in the running notebook kernel (JupyterLab, papermill); nothing
+    outside a kernel (the CLI, tests). Returns whether it was shown."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # IPython is there with Jupyter; the kit runs without it
+        return False
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False
+    from IPython.display import Image, display
+
+    display(Image(filename=str(png)))
+    return True
 
 
 def _fixed_metadata(suffix: str) -> dict[str, object]:

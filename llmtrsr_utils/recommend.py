@@ -43,6 +43,7 @@ from llmtrsr_utils.datasets.splits import (
 from llmtrsr_utils.models import (
     context_length,
     default_device,
+    library_deprecations_silenced,
     load_model,
     load_model_tokenizer,
     model_slug,
@@ -526,16 +527,18 @@ def build_trainer(run: SystemRun, out_dir: Path, *, progress: bool = True, **ove
                         remove_unused_columns=False)
         from llmtrsr_utils.tree_trainer import TreeSFTTrainer
 
-        trainer = TreeSFTTrainer(
-            model=model, args=SFTConfig(**settings),
-            train_dataset=Dataset.from_list(tree_rows(users, tokenizer, rec.answer_words,
-                                                      rec.loss_on)),
-            data_collator=TreeCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-            peft_config=lora)
+        with library_deprecations_silenced():
+            trainer = TreeSFTTrainer(
+                model=model, args=SFTConfig(**settings),
+                train_dataset=Dataset.from_list(tree_rows(users, tokenizer, rec.answer_words,
+                                                          rec.loss_on)),
+                data_collator=TreeCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                peft_config=lora)
     else:
-        trainer = SFTTrainer(model=model, args=SFTConfig(**settings),
-                             train_dataset=Dataset.from_list(examples),
-                             processing_class=tokenizer, peft_config=lora)
+        with library_deprecations_silenced():
+            trainer = SFTTrainer(model=model, args=SFTConfig(**settings),
+                                 train_dataset=Dataset.from_list(examples),
+                                 processing_class=tokenizer, peft_config=lora)
     per_row = examples_per_row(cfg)
     batch = {"per_device_batch_size": rec.batch_size, "examples_per_row": per_row,
              "packing": rec.packing,

@@ -34,6 +34,7 @@ import torch
 
 from llmtrsr_utils.config import RecommenderConfig
 from llmtrsr_utils.metrics import UserScores
+from llmtrsr_utils.models import library_deprecations_silenced
 from llmtrsr_utils.packing import (
     build_tree,
     mask_for,
@@ -259,5 +260,6 @@ def with_adapter(base, checkpoint: Path, merge: bool, *, keep_base: bool):
 
     if merge and keep_base:
         base = copy.deepcopy(base)
-    model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
+    with library_deprecations_silenced():
+        model = PeftModel.from_pretrained(base, str(checkpoint)).eval()
     return model.merge_and_unload().eval() if merge else model

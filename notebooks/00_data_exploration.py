@@ -61,8 +61,7 @@ stats.table
 # %%
 figure_paths = plots.plot_data_overview(
     stats.full_history_lengths, stats.max_history, stats.item_tokens, cfg.data.name,
-    cfg.figures_path)
-figure_paths
+    cfg.figures_path)  # shown below, and saved as PNG and PDF
 
 # %% [markdown]
 # ## What the loader kept and dropped

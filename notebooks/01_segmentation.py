@@ -47,7 +47,7 @@ table = segmentation_table(summarizer, shown)
 table
 
 # %%
-plots.plot_segmentation(table, cfg.figures_path)
+saved = plots.plot_segmentation(table, cfg.figures_path)
 
 # %% [markdown]
 # ## The first block prompt, exactly as the summarizer reads it

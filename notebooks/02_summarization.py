@@ -85,7 +85,7 @@ for step, text in enumerate(frames[systems.RECURRENT].iloc[0]["block_summaries"]
 tokenizer = load_model_tokenizer(cfg.summarizer, cache_dir=cfg.cache_dir)
 lengths = summary_lengths(frames, tokenizer)
 seconds = {p: read_record(cfg, split, p)["seconds_per_user"] for p in paradigms}
-plots.plot_summary_lengths(lengths, seconds, cfg.figures_path)
+saved = plots.plot_summary_lengths(lengths, seconds, cfg.figures_path)
 
 # %%
 flagged = pd.concat(frames.values())

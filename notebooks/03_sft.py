@@ -65,7 +65,7 @@ pd.DataFrame(records).T[["examples", "global_step", "train_loss", "seconds_per_s
 
 # %%
 histories = {s: r["log_history"] for s, r in records.items()}
-plots.plot_training_curves(histories, cfg.figures_path)
+saved = plots.plot_training_curves(histories, cfg.figures_path)
 
 # %% [markdown]
 # ## Learning curve (validation users)
@@ -79,7 +79,7 @@ plots.plot_training_curves(histories, cfg.figures_path)
 # %%
 if cfg.recommender.epochs * cfg.recommender.checkpoints_per_epoch > 1:
     curve, levels = learning_curve(cfg, systems)
-    plots.plot_learning_curve(curve, levels, cfg.figures_path)
+    saved = plots.plot_learning_curve(curve, levels, cfg.figures_path)
     display(curve[["system", "epoch", "examples_seen", "recall@5", "recall@5_ci_low",
                    "recall@5_ci_high", "mrr@5"]])
     display(levels[["system", "recall@5", "recall@5_ci_low", "recall@5_ci_high"]])

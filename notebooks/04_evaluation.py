@@ -69,7 +69,7 @@ write_report(cfg)  # table2.md, results.csv, paired tests, learning curve
 table2(results, results_dir(cfg))  # the mean over training seeds (`seeds`)
 
 # %%
-plots.plot_table2(selected_test_rows(results, results_dir(cfg)), cfg.figures_path)
+saved = plots.plot_table2(selected_test_rows(results, results_dir(cfg)), cfg.figures_path)
 
 # %% [markdown]
 # ## Checkpoint selection on validation

@@ -56,7 +56,7 @@ rows = report.rows(cfg)  # this grid's finished points for these params
 grid.metric_table(rows, ["system", "axis.recommender.item_num"])
 
 # %%
-plots.plot_item_count(rows, cfg.figures_path)
+saved = plots.plot_item_count(rows, cfg.figures_path)
 
 # %%
 grid.raise_on_failure(report)  # after the figure: a failure fails the run

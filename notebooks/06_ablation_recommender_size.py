@@ -53,9 +53,9 @@ rows = report.rows(cfg)  # this grid's finished points for these params
 grid.metric_table(rows, ["axis.recommender.model", "train_seconds", "seconds_per_step"])
 
 # %%
-plots.plot_model_size(rows, "recommender.model",
-                      "Recommender size (paper Figure 10)", cfg.figures_path,
-                      "figure10_recommender_size")
+saved = plots.plot_model_size(rows, "recommender.model",
+                              "Recommender size (paper Figure 10)", cfg.figures_path,
+                              "figure10_recommender_size")
 
 # %%
 grid.raise_on_failure(report)  # after the figure: a failure fails the run

@@ -60,9 +60,9 @@ rows = report.rows(cfg)  # this grid's finished points for these params
 grid.metric_table(rows, ["axis.summarizer.model"])
 
 # %%
-plots.plot_model_size(rows, "summarizer.model",
-                      "Summarizer size, item_num 0 (paper Figure 11)", cfg.figures_path,
-                      "figure11_summarizer_size")
+saved = plots.plot_model_size(rows, "summarizer.model",
+                              "Summarizer size, item_num 0 (paper Figure 11)", cfg.figures_path,
+                              "figure11_summarizer_size")
 
 # %% [markdown]
 # ## The same users' summaries from each summarizer

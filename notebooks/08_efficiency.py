@@ -48,12 +48,12 @@ table[["system", "device", "prompt_tokens_mean", "prompt_tokens_max", "sft_secon
        "candidates_per_second", "scoring_peak_memory_gib", "peak_memory_gib"]]
 
 # %%
-plots.plot_efficiency(table, cfg.figures_path)
+saved = plots.plot_efficiency(table, cfg.figures_path)
 
 # %% [markdown]
 # ## Prompt length against history length
 
 # %%
 curve = efficiency.prompt_growth(cfg)
-plots.plot_prompt_growth(curve, int(curve["limit"].iloc[0]), cfg.figures_path)
+saved = plots.plot_prompt_growth(curve, int(curve["limit"].iloc[0]), cfg.figures_path)
 curve.pivot(index="history_length", columns="system", values="tokens")

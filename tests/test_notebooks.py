@@ -65,7 +65,7 @@ def test_notebook_sources_are_linted():
     assert done.returncode == 0 and "All checks passed" in done.stdout, done.stdout
 
 
-def test_series_runs_under_papermill(tmp_path, movielens_dir):
+def test_series_runs_under_papermill(tmp_path, movielens_dir, capfd):
     from llmtrsr_utils.notebooks import run_series
 
     overrides = smoke_overrides(tmp_path, movielens_dir,
@@ -73,6 +73,10 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
     executed = run_series(ROOT / "params" / "smoke.yaml", overrides,
                           output_dir=tmp_path / "executed")
     assert [p.name for p in executed] == [p.name for p in NOTEBOOKS]
+    # The kernels run over IPC: no "Kernel is running over TCP without encryption" per
+    # notebook (issue 23), and no Python warning reaches the terminal.
+    printed = capfd.readouterr().err
+    assert "without encryption" not in printed and "Warning:" not in printed, printed[-2000:]
     for path in executed:
         notebook = nbformat.read(path, as_version=4)
         injected = [c for c in notebook.cells
@@ -81,6 +85,17 @@ def test_series_runs_under_papermill(tmp_path, movielens_dir):
         errors = [o for c in notebook.cells if c.cell_type == "code"
                   for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, path.name
+        # Every figure a notebook draws is in the executed notebook as an inline image
+        # (issue 23: there were none, only the paths the figures were written to).
+        draws = [c for c in notebook.cells if c.cell_type == "code"
+                 and "plots.plot_" in c.source]
+        for cell in draws:
+            shown = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+            assert shown, f"{path.name}: no inline image in {cell.source[:60]!r}"
+            assert not any("PosixPath" in str(o.get("data", {}).get("text/plain", ""))
+                           for o in cell.get("outputs", [])), path.name
+    assert sum("plots.plot_" in c.source for p in executed
+               for c in nbformat.read(p, as_version=4).cells) >= 10
 
     # 00: Table 1 and the data figure
     table = pd.read_csv(tmp_path / "table1.csv", index_col=0)

@@ -106,3 +106,44 @@ def test_redraw_uses_only_saved_tables(tmp_path):
     assert any(line.startswith("Table 2") for line in missing)
     assert any("figure10_recommender_size" in line for line in missing)
     assert any("prompt growth" in line for line in missing)
+
+
+def test_a_figure_is_written_atomically_and_shown_only_in_a_kernel(tmp_path, monkeypatch):
+    """Issue 23: a failed save must leave the earlier figure whole (each file is written
+    under a temporary name and renamed), and a figure is displayed inline only when a
+    notebook kernel runs (outside one, nothing is displayed)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    first = plots.save_figure(fig, tmp_path, "line")
+    before = {p.name: p.read_bytes() for p in first}
+    assert plots.show_inline(first[0]) is False  # pytest is no kernel
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    original = fig.savefig
+
+    def half_then_fail(path, **kwargs):
+        original(path, **kwargs)
+        with open(path, "r+b") as handle:
+            handle.truncate(100)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fig, "savefig", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        plots.save_figure(fig, tmp_path, "line")
+    assert {p.name: p.read_bytes() for p in first} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line.pdf", "line.png"]
+
+    shown = []
+    import IPython
+    import IPython.display
+
+    class Kernel:
+        kernel = object()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Kernel())
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    assert plots.show_inline(first[0]) is True
+    assert shown and shown[0].data == before["line.png"]

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate
+.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate lab
 
 $(VENV)/.installed: pyproject.toml requirements-models.txt
 	@test -n "$(PYTHON)" || { echo "no python3.11, 3.12 or 3.13 found: set PYTHON=/path/to/python"; exit 1; }
@@ -27,6 +27,12 @@ install-dev: $(VENV)/.installed-dev
 
 reproduce: $(VENV)/.installed
 	$(VENV)/bin/llmtrsr notebooks --params $(PARAMS)
+
+# JupyterLab on the kit's venv, on loopback, without the "news" pop-up (LAB_PORT=8888).
+LAB_PORT ?= 8888
+lab: $(VENV)/.installed
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	  --LabApp.news_url=None --ServerApp.root_dir=$(CURDIR) notebooks/
 
 # Issue 22's gate (params/laptop_gate.yaml): the two controls at item_num 0, one command per
 # training seed (each resumable, about 35 minutes on 2 cores), then all seeds read back and

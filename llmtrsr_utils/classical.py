@@ -516,7 +516,8 @@ def train_model(name: str, table: ItemTable, train: pd.DataFrame, valid: pd.Data
         selection = metrics.selection_score(metrics.per_user_metrics(
             valid_scores, user_ids=valid[USER_ID].tolist()))
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid": selection})
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", valid=f"{selection:.3f}")
+        # The selection score is Recall@3+5+10 (up to 3): shown as its mean, a recall.
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", valid_recall_3_5_10=f"{selection / 3:.3f}")
         if selection > best[0]:  # ties keep the earlier epoch
             best = (selection, epoch, copy.deepcopy(model.state_dict()))
         elif epoch - best[1] >= settings.patience:

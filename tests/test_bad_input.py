@@ -263,10 +263,20 @@ def test_the_corpus_has_at_least_twenty_cases():
     assert stated and int(stated.group(1)) == len(CASES)
 
 
+EARLIER = {"work/results/metrics.parquet": b"earlier results",
+           "work/summaries/movielens_test_hierarchical_x.parquet": b"earlier summaries",
+           "work/adapters/tallrec_x/training.json": b"{}"}
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_bad_input_gives_its_exact_error(case, tmp_path):
+    for name, content in EARLIER.items():  # what an earlier run had computed
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
     with pytest.raises(case.error) as caught:
         case.run(tmp_path)
+    for name, content in EARLIER.items():  # ... is still there, untouched
+        assert (tmp_path / name).read_bytes() == content, name
     message = str(caught.value)
     if isinstance(caught.value, KeyError):
         message = caught.value.args[0]

@@ -125,7 +125,12 @@ def test_baselines_command_fills_table2(tmp_path, movielens_dir):
     test_rows = results[results["split"] == "test"].set_index("system")
     assert set(classical.MODELS) <= set(test_rows.index)
     assert (test_rows.loc[list(classical.MODELS), "train_seconds"] > 0).all()
-    assert (test_rows.loc[list(classical.MODELS), "recall@10_ci_high"] >= 0).all()
+    for metric in ("recall@3", "recall@10", "mrr@5", "ndcg@10"):  # each mean inside its CI
+        rows = test_rows.loc[list(classical.MODELS)]
+        assert (rows[f"{metric}_ci_low"] <= rows[metric] + 1e-12).all(), metric
+        assert (rows[metric] <= rows[f"{metric}_ci_high"] + 1e-12).all(), metric
+        assert rows[metric].between(0, 1).all(), metric
+    assert (test_rows.loc[list(classical.MODELS), "n_users"] == 3).all()  # smoke: 3 test users
     table2 = (Path(cfg.work_dir) / "results" / "table2.md").read_text()
     for name in classical.MODELS:
         assert f"| {systems.label(name)} " in table2

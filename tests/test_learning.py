@@ -75,4 +75,7 @@ def test_recommender_learns_a_rule_written_in_the_text(tmp_path):
     trained = first_place_share(tmp_path / "results", "llmtrsr-hierarchical")
     untrained = first_place_share(tmp_path / "results", "zero-shot")
     assert trained >= 0.9, f"trained adapter ranks the positive first for {trained:.0%}"
-    assert untrained < 0.9, f"the untrained model already gets {untrained:.0%}"
+    # Chance is 1 in 21; the untrained model may follow the shared genre word a little, never
+    # most of the way (README: the figures this test measured).
+    assert untrained <= 0.25, f"the untrained model already gets {untrained:.0%}"
+    assert trained - untrained >= 0.65

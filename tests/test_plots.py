@@ -44,16 +44,45 @@ def assert_drawn(paths: list[Path], stem: str) -> None:
     assert all(p.stat().st_size > 5_000 for p in paths)
 
 
-def test_figure9_one_row_of_panels_per_paradigm(tmp_path):
+@pytest.fixture
+def layout(monkeypatch) -> list[list[dict]]:
+    """Each figure saved, as its panels: title, x tick labels, line count, in reading order."""
+    figures: list[list[dict]] = []
+    original = plots.save_figure
+
+    def recording(fig, out_dir, stem):
+        figures.append([{"title": ax.get_title(), "row": ax.get_subplotspec().rowspan.start,
+                         "xticks": [t.get_text() for t in ax.get_xticklabels()],
+                         "lines": len(ax.get_lines()), "bars": len(ax.patches)}
+                        for ax in fig.axes if ax.get_visible()])
+        return original(fig, out_dir, stem)
+
+    monkeypatch.setattr(plots, "save_figure", recording)
+    return figures
+
+
+def test_figure9_one_row_of_panels_per_paradigm(tmp_path, layout):
     rows = grid_rows("recommender.item_num", [0, 1, 3, 5],
-                     ["llmtrsr-hierarchical", "llmtrsr-recurrent"])
+                     ["llmtrsr-recurrent", "llmtrsr-hierarchical"])
     assert_drawn(plots.plot_item_count(rows, tmp_path), "figure9_item_count")
+    panels = layout[0]
+    # Two rows (the registry's paradigm order, whatever the table's), Recall then MRR in each,
+    # three lines (k = 3, 5, 10) per panel, the item counts on the x axis.
+    assert [(p["row"], p["title"]) for p in panels] == [
+        (0, "LLM-TRSR-Hierarchical: Recall@k"), (0, "LLM-TRSR-Hierarchical: MRR@k"),
+        (1, "LLM-TRSR-Recurrent: Recall@k"), (1, "LLM-TRSR-Recurrent: MRR@k")]
+    assert all(p["xticks"] == ["0", "1", "3", "5"] for p in panels)
+    assert all(p["lines"] >= 3 for p in panels)
 
 
 @pytest.mark.parametrize("axis", ["recommender.model", "summarizer.model"])
-def test_model_size_figures_keep_the_grid_order(tmp_path, axis):
-    rows = grid_rows(axis, ["smollm2-135m", "gemma3-270m", "llama-2-7b"], ["llmtrsr-hierarchical"])
+def test_model_size_figures_keep_the_grid_order(tmp_path, axis, layout):
+    order = ["smollm2-135m", "gemma3-270m", "llama-2-7b"]  # smallest first, as grids list them
+    rows = grid_rows(axis, order, ["llmtrsr-hierarchical"])
     assert_drawn(plots.plot_model_size(rows, axis, "size", tmp_path, "size"), "size")
+    panels = layout[0]
+    assert [p["title"] for p in panels] == ["Recall@k", "MRR@k"]
+    assert all(p["xticks"] == order for p in panels)
 
 
 def test_efficiency_charts(tmp_path):
@@ -64,11 +93,15 @@ def test_efficiency_charts(tmp_path):
     assert_drawn(plots.plot_prompt_growth(curve, 2048, tmp_path), "efficiency_prompt_growth")
 
 
-def test_table2_figure_from_results_rows(tmp_path):
+def test_table2_figure_from_results_rows(tmp_path, layout):
     rng = np.random.default_rng(1)
-    rows = pd.DataFrame([{"label": label, **metric_columns(rng)}
-                         for label in ("Random", "TALLRec", "LLM-TRSR-Hierarchical")])
+    labels = ["Random", "TALLRec", "LLM-TRSR-Hierarchical"]
+    rows = pd.DataFrame([{"label": label, **metric_columns(rng)} for label in labels])
     assert_drawn(plots.plot_table2(rows, tmp_path), "table2")
+    panels = layout[0]
+    # Recall then MRR; in each, k = 3, 5, 10 groups of one bar per system (3 x 3 bars).
+    assert [p["title"] for p in panels] == ["Recall@k (test, 95% CI)", "MRR@k (test, 95% CI)"]
+    assert all(p["xticks"] == ["@3", "@5", "@10"] and p["bars"] == 9 for p in panels)
 
 
 def test_redraw_uses_only_saved_tables(tmp_path):

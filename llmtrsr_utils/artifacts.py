@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,18 +104,31 @@ def git_commit(folder: str | os.PathLike | None = None) -> str | None:
     return f"{commit}+dirty" if dirty else commit
 
 
+def hardware() -> str:
+    """What ran it, in words: the GPU when torch sees one, else the CPU cores and machine.
+    torch is asked only when already imported (no foundation module imports it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"{count} x {torch.cuda.get_device_name(0)}" if count > 1 else \
+            torch.cuda.get_device_name(0)
+    return f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"
+
+
 def provenance(params: Any = None) -> dict[str, Any]:
     """What made an output, for every record the kit writes: the params (a ``Config``, a dict,
     or None to leave them out), the library versions and the git commit of the kit.
 
     Returns:
-        ``{"params": ..., "library_versions": {...}, "git_commit": "<sha>[+dirty]" | None}``.
+        ``{"params": ..., "library_versions": {...}, "git_commit": "<sha>[+dirty]" | None,
+        "hardware": "..."}``.
     """
     record: dict[str, Any] = {}
     if params is not None:
         record["params"] = params.to_dict() if hasattr(params, "to_dict") else params
     record["library_versions"] = library_versions()
     record["git_commit"] = git_commit()
+    record["hardware"] = hardware()
     return record
 
 

@@ -216,6 +216,29 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0 if written else 2
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmtrsr_utils.config import project_root
+    from llmtrsr_utils.readme import render, stale_blocks
+
+    path = Path(args.readme)
+    path = path if path.is_absolute() else project_root() / path
+    text = path.read_text(encoding="utf-8")
+    if args.check:
+        stale = stale_blocks(text, path.parent)
+        for spec in stale:
+            print(f"{path.name}: block '{spec}' differs from its CSV", file=sys.stderr)
+        return 1 if stale else 0
+    new = render(text, path.parent)
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+        print(f"rewrote the generated blocks of {path}")
+    else:
+        print(f"{path}: every generated block is current")
+    return 0
+
+
 def _command(commands, name: str, func, *, params: bool = True, progress: bool = False,
              **texts: str) -> argparse.ArgumentParser:
     """A subcommand running ``func``: with --params/--set unless ``params`` is false, and
@@ -375,6 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="redraw every results figure from the saved tables",
         description="Draw Table 2, Figures 9 to 11 and the efficiency charts into figures_dir "
                     "from the results tables a run left; nothing is recomputed.")
+
+    report = _command(
+        commands, "report", cmd_report, params=False,
+        help="regenerate the README's result tables from the committed CSVs",
+        description="Rewrite every block of README.md between '<!-- generated: <kind> <csv> "
+                    "...' and '<!-- end generated -->' from its CSV (llmtrsr_utils.readme); "
+                    "with --check, change nothing and fail when a block differs.")
+    report.add_argument("--readme", default="README.md", help="the file (README.md)")
+    report.add_argument("--check", action="store_true",
+                        help="fail (exit 1) when a block differs from its CSV")
     return parser
 
 

@@ -67,6 +67,7 @@ def result_row(run: SystemRun, split: str, scores: UserScores, *, epoch: float |
         item_num=cfg.recommender.item_num, seed=run.seed, params_hash=run.params_hash,
         system_params_hash=run.fingerprint, kit_version=llmtrsr_utils.__version__,
         git_commit=stamp["git_commit"], library_versions=json.dumps(stamp["library_versions"]),
+        hardware=stamp["hardware"],
         extra=extra).to_dict()
 
 

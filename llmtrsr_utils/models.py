@@ -336,11 +336,13 @@ def context_length(name: str, *, revision: str | None = None, trust_remote_code:
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """transformers' "Loading weights" bar off while a model loads, unless the kit logs at
-    INFO (``llmtrsr -v``): a saved notebook held one bar per model load (issue 23)."""
+    """transformers' "Loading weights" bar off while a model loads, unless the user asked for
+    details (``llmtrsr -v`` sets the root logger to INFO): a saved notebook held one bar per
+    model load (issue 23)."""
     from transformers.utils import logging as hf_logging
 
-    if log.isEnabledFor(logging.INFO) or not hf_logging.is_progress_bar_enabled():
+    if logging.getLogger().isEnabledFor(logging.INFO) or \
+            not hf_logging.is_progress_bar_enabled():
         yield
         return
     hf_logging.disable_progress_bar()

@@ -129,6 +129,7 @@ class ResultRow:
     kit_version: str
     git_commit: str | None
     library_versions: str  # JSON: torch, transformers, peft, trl, ...
+    hardware: str | None = None  # artifacts.hardware(): the GPU, or the CPU cores
     # The per-user scores this row was computed from, relative to the results folder
     # (results.scores_file: keyed by system, split and params hash); None for a validation
     # row of a checkpoint that was not selected (its scores stay beside the checkpoint).

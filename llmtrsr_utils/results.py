@@ -255,11 +255,24 @@ def selected_test_rows(results: pd.DataFrame, folder: Path | None = None) -> pd.
     return rows
 
 
+# The pooled Table 2 rows' columns kept unrounded in table2_values.csv (what the README's
+# tables are generated from: rounded once, there).
+VALUE_COLUMNS = ["system", "label", "n_seeds", "seeds", "n_users", "tied_positive_share",
+                 "git_commit", "hardware", "library_versions"]
+
+
 def write_table2(results: pd.DataFrame, out: Path, folder: Path) -> None:
     """Table 2 as ``table2.md`` and ``table2.csv`` in ``out`` (the one Table 2 writer), from
-    the score files in ``folder`` (the results folder)."""
+    the score files in ``folder`` (the results folder), and its unrounded values, pooled over
+    seeds, as ``table2_values.csv``."""
     table = table2(results, folder)
     write_csv(table, out / "table2.csv")
+    rows = selected_test_rows(results, folder)
+    metric_columns = [c for c in rows.columns
+                      if c.split("_ci_")[0].split("_seed_")[0].removesuffix("_pessimistic")
+                      in metrics.METRICS]
+    write_csv(rows[[c for c in VALUE_COLUMNS if c in rows.columns] + metric_columns],
+              out / "table2_values.csv", index=False)
     with atomic_path(out / "table2.md") as temp:
         temp.write_text(table.to_markdown() + "\n", encoding="utf-8")
 
@@ -269,7 +282,8 @@ def write_table2(results: pd.DataFrame, out: Path, folder: Path) -> None:
 REPORT_COLUMNS = ["system", "seed", "split", "epoch", "selected", "checkpoint", "selection_rule",
                   "train_examples",
                   "n_users", "selection_score", "tied_positive_share", "candidates_per_second",
-                  "scoring_seconds", "params_hash", "git_commit", "kit_version"]
+                  "scoring_seconds", "params_hash", "git_commit", "kit_version", "hardware",
+                  "library_versions"]
 
 
 def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
@@ -281,13 +295,13 @@ def write_report(cfg: Config, out_dir: Path | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = load_results(cfg, current=True)
     write_table2(results, out_dir, results_dir(cfg))
-    written = [out_dir / "table2.md", out_dir / "results.csv"]
+    written = [out_dir / "table2.md", out_dir / "table2_values.csv", out_dir / "results.csv"]
     metric_columns = [c for c in results.columns
                       if c.split("_ci_")[0].removesuffix("_pessimistic") in metrics.METRICS]
     columns = [c for c in REPORT_COLUMNS if c in results.columns]
     head = [c for c in columns if REPORT_COLUMNS.index(c) <= REPORT_COLUMNS.index("n_users")]
     tail = [c for c in columns if c not in head]
-    write_csv(results[head + metric_columns + tail], written[1], index=False)
+    write_csv(results[head + metric_columns + tail], out_dir / "results.csv", index=False)
     for name in ("paired_tests.csv", "learning_curve.csv", "history_shuffle.csv",
                  "decision.csv"):
         source = results_dir(cfg) / name

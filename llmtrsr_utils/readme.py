@@ -1,0 +1,189 @@
+"""The README's result tables, generated from the committed CSVs (`llmtrsr report --readme`).
+
+A generated block in the README sits between two HTML comments that say what it is made from:
+
+    <!-- generated: table2 figures/laptop/results.csv -->
+    | system | Recall@3 | ...
+    <!-- end generated -->
+
+:func:`render` rewrites every block from its source; ``llmtrsr report --readme --check`` (and
+``tests/test_readme.py``) fails when a block differs from what its CSV gives, so a number in
+the README is never typed by hand and never drifts. Each value is rounded once, from the
+unrounded CSV column. Kinds:
+
+- ``table2 <table2_values.csv | results.csv>``: Table 2 (the selected test rows, one per system
+  in the registry's order; pooled over seeds when the file says so), mean [95% CI] per metric;
+- ``provenance <results.csv | table2_values.csv>``: the commits (and whether the tree was clean),
+  torch versions and hardware that made the rows;
+- ``paired <paired_tests.csv> [metric] [versus,...] [kinds]``: paired differences with CI and
+  p (``kinds``: only systems of these registry kinds, e.g. ``llm,control``);
+- ``curve <learning_curve.csv> [metric]``: the learning curve on validation users;
+- ``shuffle <history_shuffle.csv> [metric]``: the history shuffle;
+- ``decision <decision.csv> [metric]``: the decision table (:mod:`llmtrsr_utils.decision`).
+
+Written here because no library renders these tables from these files; pandas' ``to_markdown``
+does the table layout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from llmtrsr_utils import decision, systems
+
+BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)",
+                   re.DOTALL)
+TABLE_METRICS = ("recall@3", "recall@5", "recall@10", "mrr@5", "mrr@10", "ndcg@10")
+
+
+class ReadmeError(ValueError):
+    """A generated block that cannot be made (unknown kind, missing file or column)."""
+
+
+def _name(metric: str) -> str:
+    family, k = metric.split("@")
+    return f"{'MRR' if family == 'mrr' else family.upper() if family == 'ndcg' else 'Recall'}@{k}"
+
+
+def _interval(row: pd.Series, metric: str, digits: int = 2) -> str:
+    return (f"{row[metric]:.{digits}f} [{row[f'{metric}_ci_low']:.{digits}f}, "
+            f"{row[f'{metric}_ci_high']:.{digits}f}]")
+
+
+def _signed(value: float, low: float, high: float) -> str:
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value == 0 else f"**{value:.3f}**" if value < 0.05 else f"{value:.3f}"
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True) + "\n"
+
+
+def _selected(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per system in Table 2 order: a table2_values file as it is, a results file's
+    selected test rows (the last per system)."""
+    if "split" in frame.columns:
+        frame = frame[(frame["split"] == "test") & frame["selected"].astype(bool)]
+        frame = frame.drop_duplicates("system", keep="last")
+    order = systems.order_names(frame["system"])
+    return frame.set_index("system").loc[order].reset_index()
+
+
+def table2(frame: pd.DataFrame, *args: str) -> str:
+    rows = _selected(frame)
+    seeds = "n_seeds" in rows.columns and bool((rows["n_seeds"] > 1).any())
+    out = pd.DataFrame({"system": [systems.label(s) for s in rows["system"]]})
+    if seeds:
+        out["seeds"] = rows["n_seeds"].astype(int).to_numpy()
+    for metric in TABLE_METRICS:
+        out[_name(metric)] = [_interval(r, metric) for _, r in rows.iterrows()]
+    if seeds:
+        out["Recall@5 across seeds"] = [
+            f"{r['recall@5_seed_min']:.2f} to {r['recall@5_seed_max']:.2f}" if r["n_seeds"] > 1
+            else "" for _, r in rows.iterrows()]
+    return _markdown(out)
+
+
+def provenance(frame: pd.DataFrame, *args: str) -> str:
+    rows = _selected(frame)
+    lines = []
+    for commit, group in rows.groupby(rows["git_commit"].fillna("unknown"), sort=False):
+        torch = sorted({json.loads(v).get("torch", "?") for v in group["library_versions"]
+                        if isinstance(v, str)}) if "library_versions" in group else []
+        hardware = sorted({h for h in group.get("hardware", pd.Series(dtype=str)).dropna()})
+        clean = "with uncommitted changes" if str(commit).endswith("+dirty") else "clean tree"
+        names = ", ".join(systems.label(s) for s in group["system"])
+        lines.append(f"- {names}: commit {str(commit).removesuffix('+dirty')[:7]} ({clean}), "
+                     f"torch {', '.join(torch) or 'not recorded'}, "
+                     f"{', '.join(hardware) or 'hardware not recorded'}")
+    return "\n".join(lines) + "\n"
+
+
+def paired(frame: pd.DataFrame, metric: str = "recall@5", versus: str = "",
+           kinds: str = "") -> str:
+    rows = frame[frame["metric"] == metric]
+    if kinds:  # only systems of these registry kinds (llm,control)
+        rows = rows[rows["system"].map(lambda s: s in systems.SYSTEMS and systems.SYSTEMS[
+            s].kind in kinds.split(","))]
+    if versus:
+        wanted = versus.split(",")
+        rows = rows[rows["versus"].isin(wanted)]
+        rows = rows.assign(order=rows["versus"].map(wanted.index)).sort_values(
+            ["order", "system"], key=lambda c: c if c.name == "order" else c.map(
+                {s: i for i, s in enumerate(systems.order_names(rows["system"]))}))
+    out = pd.DataFrame({
+        "system": [systems.label(s) for s in rows["system"]],
+        "versus": [systems.label(s) for s in rows["versus"]],
+        f"{_name(metric)} difference [95% CI]": [
+            _signed(r["diff"], r["ci_low"], r["ci_high"]) for _, r in rows.iterrows()],
+        "p": [_p(v) for v in rows["p_value"]]})
+    if "seeds" in rows.columns and (rows["seeds"] > 1).any():
+        out.insert(2, "seeds", [f"{int(a)} vs {int(b)}" for a, b in
+                                zip(rows["seeds"], rows["versus_seeds"], strict=True)])
+    return _markdown(out)
+
+
+def curve(frame: pd.DataFrame, metric: str = "recall@5") -> str:
+    out = pd.DataFrame({
+        "system": [systems.label(s) for s in frame["system"]],
+        "examples seen": frame["examples_seen"].astype(int).to_numpy(),
+        f"validation {_name(metric)} [95% CI]": [_interval(r, metric)
+                                                  for _, r in frame.iterrows()],
+        "MRR@5": [f"{v:.2f}" for v in frame["mrr@5"]]})
+    return _markdown(out)
+
+
+def shuffle(frame: pd.DataFrame, metric: str = "recall@5") -> str:
+    rows = frame[frame["metric"] == metric]
+    out = pd.DataFrame({
+        "system": [systems.label(s) for s in rows["system"]],
+        "seeds": rows["seeds"].astype(int).to_numpy() if "seeds" in rows else 1,
+        f"{_name(metric)} own history": [f"{v:.3f}" for v in rows["normal"]],
+        "another user's": [f"{v:.3f}" for v in rows["shuffled"]],
+        "difference [95% CI]": [_signed(r["diff"], r["ci_low"], r["ci_high"])
+                                for _, r in rows.iterrows()],
+        "p": [_p(v) for v in rows["p_value"]]})
+    return _markdown(out)
+
+
+def decision_table(frame: pd.DataFrame, metric: str = "recall@5") -> str:
+    return decision.markdown(frame[frame["metric"] == metric])
+
+
+KINDS: dict[str, Callable[..., str]] = {
+    "table2": table2, "provenance": provenance, "paired": paired, "curve": curve,
+    "shuffle": shuffle, "decision": decision_table}
+
+
+def block(spec: str, root: Path) -> str:
+    """The markdown one block's spec (``kind file [args...]``) makes, from files under root."""
+    kind, *rest = spec.split()
+    if kind not in KINDS or not rest:
+        raise ReadmeError(f"generated block {spec!r}: expected '<kind> <csv> [args]' with kind "
+                          f"one of {', '.join(KINDS)}")
+    path = root / rest[0]
+    if not path.is_file():
+        raise ReadmeError(f"generated block {spec!r}: {path} not found")
+    try:
+        return KINDS[kind](pd.read_csv(path), *rest[1:])
+    except KeyError as err:
+        raise ReadmeError(f"generated block {spec!r}: {path} has no column {err}") from None
+
+
+def render(text: str, root: Path) -> str:
+    """The README with every generated block made again from its CSV."""
+    return BLOCK.sub(lambda m: m.group(1) + block(m.group("spec"), root) + m.group(4), text)
+
+
+def stale_blocks(text: str, root: Path) -> list[str]:
+    """The specs of the blocks whose text differs from what their CSV gives."""
+    return [m.group("spec") for m in BLOCK.finditer(text)
+            if m.group("body") != block(m.group("spec"), root)]

@@ -1,0 +1,52 @@
+"""The README's result tables come from the committed CSVs (issue 23, item 3): every generated
+block equals what its CSV gives, and a changed CSV or a hand-edited number is caught."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from llmtrsr_utils import readme
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_generated_block_of_the_readme_is_current():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    specs = [m.group("spec") for m in readme.BLOCK.finditer(text)]
+    assert len(specs) >= 8 and {s.split()[0] for s in specs} >= {"table2", "provenance",
+                                                                 "paired", "curve"}
+    assert readme.stale_blocks(text, ROOT) == [], "run `llmtrsr report --readme`"
+
+
+def test_a_changed_csv_or_a_hand_edited_number_is_caught(tmp_path):
+    from llmtrsr_utils.cli import main
+
+    (tmp_path / "figures").mkdir()
+    shutil.copy(ROOT / "figures" / "laptop" / "results.csv", tmp_path / "figures" / "r.csv")
+    page = tmp_path / "README.md"
+    page.write_text("intro\n<!-- generated: table2 figures/r.csv -->\n<!-- end generated -->\n"
+                    "outro\n", encoding="utf-8")
+    assert main(["report", "--readme", str(page)]) == 0
+    made = page.read_text(encoding="utf-8")
+    assert "| TALLRec" in made and made.startswith("intro\n") and made.endswith("outro\n")
+    assert main(["report", "--readme", str(page), "--check"]) == 0
+    page.write_text(made.replace("0.44 [0.34, 0.54]", "0.45 [0.34, 0.54]"), encoding="utf-8")
+    assert readme.stale_blocks(page.read_text(encoding="utf-8"), tmp_path) == [
+        "table2 figures/r.csv"]
+    assert main(["report", "--readme", str(page), "--check"]) == 1
+    page.write_text(made, encoding="utf-8")
+    frame = pd.read_csv(tmp_path / "figures" / "r.csv")
+    frame.loc[(frame["system"] == "tallrec") & (frame["split"] == "test"), "recall@5"] = 0.4551
+    frame.to_csv(tmp_path / "figures" / "r.csv", index=False)
+    assert main(["report", "--readme", str(page), "--check"]) == 1
+    assert main(["report", "--readme", str(page)]) == 0
+    assert "0.46 [0.34, 0.54]" in page.read_text() and main(
+        ["report", "--readme", str(page), "--check"]) == 0
+    with pytest.raises(readme.ReadmeError, match="kind one of"):
+        readme.block("histogram figures/r.csv", tmp_path)
+    with pytest.raises(readme.ReadmeError, match="not found"):
+        readme.block("table2 figures/missing.csv", tmp_path)

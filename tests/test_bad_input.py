@@ -198,7 +198,7 @@ CASES = [
          DataFormatError, "{dir}/m2/products_train.csv:1: expected header id,locale,title,price,brand,color,size,model,material,author,desc; got asin,locale,title,price,brand,color,size,model,material,author,desc"),
     Case("generic interaction timestamp that is not a number",
          lambda d: generic_case(d, interactions=INTERACTIONS.replace("u1,i1,10", "u1,i1,ten")),
-         DataFormatError, "{dir}/g/interactions.csv:4: expected a number in column 'timestamp'; got 'ten'"),
+         DataFormatError, "{dir}/g/interactions.csv:4: expected a number or an ISO 8601 date in column 'timestamp'; got 'ten'"),
     Case("generic items file that is empty", lambda d: generic_case(d, items=""),
          DataFormatError, "{dir}/g/items.csv:1: expected a header row 'item_id,<attribute>,...' naming at least one attribute; got an empty file"),
     Case("generic duplicated item id with different text",

@@ -72,6 +72,21 @@ def _first_undecodable_line(path: Path) -> tuple[int, str]:
     return 0, "an undecodable byte"
 
 
+COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"PK\x03\x04", "zip", "unzip"),
+              (b"BZh", "bzip2", "bunzip2"), (b"\xfd7zXZ", "xz", "unxz"))
+
+
+def refuse_compressed(path: Path) -> None:
+    """A compressed file under a text file's name is named as such (it would otherwise be
+    reported as a stray byte that is not UTF-8)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    for signature, kind, tool in COMPRESSED:
+        if magic.startswith(signature):
+            raise DataFormatError(path, None, "plain UTF-8 delimited text",
+                                  f"a {kind}-compressed file; decompress it first ({tool})")
+
+
 def read_records(path: str | Path, columns: Sequence[str], *, delimiter: str = ",",
                  header: bool = True, quoted: bool = True,
                  min_columns: int | None = None,
@@ -87,6 +102,7 @@ def read_records(path: str | Path, columns: Sequence[str], *, delimiter: str = "
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found (expected {', '.join(columns)})")
+    refuse_compressed(path)
     n_expected = len(columns)
     n_min = n_expected if min_columns is None else min_columns
     rows: list[list[str]] = []
@@ -108,6 +124,10 @@ def read_records(path: str | Path, columns: Sequence[str], *, delimiter: str = "
                                               ",".join(first))
                     line_start = reader.line_num + 1
                 for row in reader:
+                    if row in ([], [""]):  # a blank line (often at the end): skipped
+                        line_start = reader.line_num + 1
+                        continue
+                    row = [field.replace("\r\n", "\n") for field in row]  # Windows files
                     if not (n_min <= len(row) <= n_expected):
                         count = (f"{n_expected}" if n_min == n_expected
                                  else f"{n_min} to {n_expected}")

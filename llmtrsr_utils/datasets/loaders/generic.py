@@ -14,6 +14,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pandas as pd
+
 from llmtrsr_utils.config import DataConfig
 from llmtrsr_utils.datasets.base import (
     ITEM_ID,
@@ -24,6 +26,7 @@ from llmtrsr_utils.datasets.base import (
     numeric_column,
     raw_dataset,
     read_records,
+    refuse_compressed,
     require_non_empty,
 )
 
@@ -53,6 +56,7 @@ def attributes_from_header(raw_dir: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found (expected a header item_id,<attribute>,"
                                 "...)")
+    refuse_compressed(path)
     with open(path, "rb") as handle:
         first = handle.readline()
     expected = "a header row 'item_id,<attribute>,...' naming at least one attribute"
@@ -75,6 +79,26 @@ def attributes_from_header(raw_dir: Path) -> list[str]:
     return attributes
 
 
+def timestamps(interactions: pd.DataFrame, path: Path) -> pd.Series:
+    """The timestamp column as numbers that sort in time: numbers as they are (any unit), or,
+    when every value is an ISO 8601 date or date-time (``2024-01-31``, ``2024-01-31T08:00:00Z``),
+    seconds since 1970 (UTC; a date-time without a zone is read as UTC). A column that is
+    neither names the first value that is not a number (with its line)."""
+    column = interactions["timestamp"]
+    numbers = pd.to_numeric(column, errors="coerce")
+    if numbers.notna().all():
+        return numeric_column(interactions, "timestamp", path, header=True)
+    parsed = pd.to_datetime(column, format="ISO8601", utc=True, errors="coerce")
+    if parsed.notna().all():
+        return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    # Mixed: the odd one out is the first value of the minority kind.
+    odd = numbers.isna() if numbers.notna().sum() >= parsed.notna().sum() else parsed.isna()
+    bad = int(odd.to_numpy().nonzero()[0][0])
+    raise DataFormatError(path, int(interactions[_LINE].iloc[bad]),
+                          "a number or an ISO 8601 date in column 'timestamp'",
+                          repr(column.iloc[bad]))
+
+
 def load(data: DataConfig, raw_dir: Path) -> RawDataset:
     """Parse items.csv (attributes from its header) and interactions.csv into sequences."""
     raw_dir = Path(raw_dir)
@@ -85,8 +109,7 @@ def load(data: DataConfig, raw_dir: Path) -> RawDataset:
     items = items_from_records(items_raw, [ITEM_ID, *attributes], items_path, _LINE)
 
     interactions = read_records(interactions_path, INTERACTION_COLUMNS, line_column=_LINE)
-    interactions["timestamp"] = numeric_column(interactions, "timestamp", interactions_path,
-                                               header=True)
+    interactions["timestamp"] = timestamps(interactions, interactions_path)
     require_non_empty(interactions, USER_ID, interactions_path)
     require_non_empty(interactions, ITEM_ID, interactions_path)
     return raw_dataset(data.name, items, attributes, interactions,

@@ -31,7 +31,7 @@ reproduce: $(VENV)/.installed
 # JupyterLab on the kit's venv, on loopback, without the "news" pop-up (LAB_PORT=8888).
 LAB_PORT ?= 8888
 lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --allow-root \
 	  --LabApp.news_url=None --ServerApp.root_dir=$(CURDIR) notebooks/
 
 # Issue 22's gate (params/laptop_gate.yaml): the two controls at item_num 0, one command per

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from llmtrsr_utils.kernels import in_kernel
 from llmtrsr_utils.packing import shared_prefix_length
 
 log = logging.getLogger("llmtrsr")
@@ -255,8 +256,10 @@ class CachedGenerator:
         encoded = {key: self.formatter.encode(prompt) for key, prompt in missing.items()}
         order = sorted(missing, key=lambda k: len(encoded[k]), reverse=True)
         out: dict[str, GenerationResult] = {}
+        # In a notebook the finished bar stays (one widget line per stage); in a terminal it
+        # goes, so a run's log is not a stack of bars.
         bar = tqdm(total=len(order), desc=desc, unit="prompt", disable=not self.progress,
-                   leave=False)
+                   leave=in_kernel())
         for start in range(0, len(order), self.batch_size):
             batch_keys = order[start:start + self.batch_size]
             began = time.perf_counter()

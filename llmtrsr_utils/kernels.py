@@ -1,4 +1,5 @@
-"""The Jupyter kernel the kit starts for papermill (the notebook series, grid points).
+"""The Jupyter kernel: the one the kit starts for papermill (the notebook series, grid points),
+and whether the kit itself runs inside one (:func:`in_kernel`).
 
 jupyter_client starts kernels on loopback TCP by default, and ipykernel then warns "Kernel is
 running over TCP without encryption" once per notebook. On POSIX the kit asks for IPC
@@ -39,3 +40,14 @@ def _socket_dir() -> str:
     folder = tempfile.mkdtemp(prefix="llmtrsr-kernel-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill), where figures are shown inline
+    and a finished progress bar stays as one widget line; False in a terminal or a test."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # IPython comes with Jupyter; the kit runs without it
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None

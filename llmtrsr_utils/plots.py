@@ -14,6 +14,7 @@ import seaborn as sns  # noqa: E402
 
 from llmtrsr_utils import systems  # noqa: E402
 from llmtrsr_utils.artifacts import atomic_path  # noqa: E402
+from llmtrsr_utils.kernels import in_kernel  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
@@ -37,12 +38,7 @@ def save_figure(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
 def show_inline(png: Path) -> bool:
     """Display a saved PNG in the running notebook kernel (JupyterLab, papermill); nothing
     outside a kernel (the CLI, tests). Returns whether it was shown."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # IPython is there with Jupyter; the kit runs without it
-        return False
-    shell = get_ipython()
-    if shell is None or getattr(shell, "kernel", None) is None:
+    if not in_kernel():
         return False
     from IPython.display import Image, display
 

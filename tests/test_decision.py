@@ -3,11 +3,13 @@ from the pooled paired bootstrap, a missing system marked, the shuffle rows read
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from llmtrsr_utils import decision, results
+from llmtrsr_utils import decision, metrics, results
 from llmtrsr_utils.metrics import UserScores
 from tests.conftest import smoke_config
 
@@ -23,8 +25,13 @@ def store(cfg, system: str, seed: int, rank_of_positive: np.ndarray) -> None:
         scores[row, 0], scores[row, rank] = scores[row, rank], scores[row, 0]
     stored = UserScores(users, [[f"i{j}" for j in range(21)]] * N_USERS, scores, 1.0)
     file = results.write_scores(cfg, system, "test", cfg.fingerprint(), seed, stored)
+    ci = metrics.bootstrap_ci(stored.per_user(), metrics=metrics.METRICS)
     row = {"system": system, "split": "test", "selected": True, "seed": seed,
-           "params_hash": cfg.fingerprint(), "scores_file": file, "display_name": system}
+           "params_hash": cfg.fingerprint(), "scores_file": file, "display_name": system,
+           "n_users": N_USERS, "tied_positive_share": 0.0,
+           **{f"{m}{suffix}": ci.loc[m, column] for m in metrics.METRICS
+              for suffix, column in (("", "mean"), ("_ci_low", "ci_low"),
+                                     ("_ci_high", "ci_high"), ("_pessimistic", "mean"))}}
     results.upsert(results.results_dir(cfg) / "metrics.parquet", pd.DataFrame([row]))
 
 
@@ -58,3 +65,33 @@ def test_the_decision_table_judges_each_claim_from_pooled_seeds(tmp_path, moviel
     assert decision.verdict("within", -0.05, -0.12, 0.3) == "no"
     text = decision.markdown(table)
     assert "| gate | the older titles" in text and "not measured" not in text
+
+
+def test_every_report_is_written_atomically(tmp_path, movielens_dir, monkeypatch):
+    """Issue 23: table2.csv/.md, results.csv, paired_tests.csv and the rest were written in
+    place, so a failure half-way left a torn file. A write that fails now leaves the earlier
+    report whole, and no temporary file behind."""
+    cfg = smoke_config(tmp_path, movielens_dir, f"figures_dir={tmp_path / 'figures'}")
+    rng = np.random.default_rng(1)
+    for system in ("null-summary", "oracle-older"):
+        store(cfg, system, 42, rng.integers(0, 21, N_USERS))
+    cfg_results = results.results_dir(cfg)
+    decision.decide(cfg)
+    stored = results.load_results(cfg)
+    stored["params_hash"] = cfg.fingerprint()
+    results.save_evaluation(cfg, stored, {s: results.seed_tables(stored, cfg_results, s)
+                                          for s in ("null-summary", "oracle-older")}, {})
+    written = results.write_report(cfg)
+    before = {p: p.read_bytes() for p in written}
+    assert {p.name for p in written} >= {"table2.md", "table2_values.csv", "results.csv",
+                                         "paired_tests.csv", "decision.csv"}
+
+    def torn(self, path, *args, **kwargs):
+        Path(path).write_text("half a tab")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", torn)
+    with pytest.raises(OSError, match="disk full"):
+        results.write_report(cfg)
+    assert {p: p.read_bytes() for p in written} == before
+    assert not [p for p in (tmp_path / "figures").iterdir() if p.name.startswith(".")]

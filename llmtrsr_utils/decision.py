@@ -138,5 +138,6 @@ def markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {row['question']} | {row['claim']} | {label} | {versus} | "
                      f"{int(row['seeds'])} vs {int(row['versus_seeds'])} | "
                      f"{row['diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | "
-                     f"{row['p_value']:.3f} | {row['verdict']} |")
+                     f"{'< 0.001' if row['p_value'] == 0 else format(row['p_value'], '.3f')} | "
+                     f"{row['verdict']} |")
     return "\n".join(lines) + "\n"

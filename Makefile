@@ -61,14 +61,21 @@ test: $(VENV)/.installed-dev
 # venv (.venv-3.12, .venv-3.13; on Python 3.11 torch's CPU build comes from local disk, on
 # the others PyPI's build with its CUDA libraries, about 6 GB a venv). CI runs it after `make
 # test`; a version that is not installed is an error there, and skipped with a note elsewhere.
+# Disk: pip keeps no cache of those wheels (PIP_NO_CACHE_DIR), and under CI each venv is
+# removed once its tests pass, so at most one 6 GB venv exists beside .venv at a time (with
+# both kept, plus pip's cache of the CUDA wheels, CI once ran out of disk installing the
+# second: 2.6 + 6 + 6 GB + cache).
 test-pythons:
 	@for version in $(OTHER_PYTHONS); do \
 	  python=$$(tools/find_python $$version) || { \
 	    if [ -n "$$CI" ]; then echo "python$$version not found"; exit 1; fi; \
 	    echo "python$$version not found: skipped"; continue; }; \
-	  $(MAKE) --no-print-directory VENV=.venv-$$version PYTHON=$$python install-dev || exit 1; \
+	  echo "== Python $$version: free disk before its venv: $$(df -h . | awk 'NR==2 {print $$4}')"; \
+	  PIP_NO_CACHE_DIR=1 $(MAKE) --no-print-directory VENV=.venv-$$version PYTHON=$$python \
+	    install-dev || exit 1; \
 	  echo "== Python $$version: pytest -m 'not slow'"; \
 	  .venv-$$version/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS) || exit 1; \
+	  if [ -n "$$CI" ]; then rm -rf .venv-$$version; fi; \
 	done
 
 lint: $(VENV)/.installed-dev

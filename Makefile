@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate lab
+.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate gate-fields lab
 
 $(VENV)/.installed: pyproject.toml requirements-models.txt
 	@test -n "$(PYTHON)" || { echo "no python3.11, 3.12 or 3.13 found: set PYTHON=/path/to/python"; exit 1; }
@@ -36,22 +36,35 @@ lab: $(VENV)/.installed
 
 # Issue 22's gate (params/laptop_gate.yaml): the two controls at item_num 0, one command per
 # training seed (each resumable, about 35 minutes on 2 cores), then all seeds read back and
-# pooled into figures/laptop_gate/. SEEDS=43 runs one seed.
+# pooled into figures/laptop_gate/. SEEDS=43 runs one seed. GATE_SYSTEMS and GATE_SETS (--set
+# flags) run other systems or settings the same way, as gate-fields does.
 GATE := params/laptop_gate.yaml
 SEEDS ?= 42 43 44
+GATE_SYSTEMS ?= controls
+GATE_SETS ?=
+GATE_RUN = --params $(GATE) $(GATE_SETS) --systems $(GATE_SYSTEMS)
 gate: $(VENV)/.installed
 	@for seed in $(SEEDS); do \
-	  $(VENV)/bin/llmtrsr evaluate --params $(GATE) --seeds $$seed --systems controls \
-	    --baselines random,popularity --reuse --no-progress || exit 1; \
-	  $(VENV)/bin/llmtrsr history-shuffle --params $(GATE) --seeds $$seed \
-	    --systems controls --baselines random,popularity || exit 1; \
+	  $(VENV)/bin/llmtrsr evaluate $(GATE_RUN) --seeds $$seed --baselines random,popularity \
+	    --reuse --no-progress || exit 1; \
+	  $(VENV)/bin/llmtrsr history-shuffle $(GATE_RUN) --seeds $$seed \
+	    --baselines random,popularity || exit 1; \
 	done
-	$(VENV)/bin/llmtrsr evaluate --params $(GATE) --systems controls \
-	  --baselines random,popularity --reuse --no-progress
-	$(VENV)/bin/llmtrsr history-shuffle --params $(GATE) --systems controls \
-	  --baselines random,popularity
-	$(VENV)/bin/llmtrsr decide --params $(GATE)
-	$(VENV)/bin/llmtrsr figures --params $(GATE)
+	$(VENV)/bin/llmtrsr evaluate $(GATE_RUN) --baselines random,popularity --reuse --no-progress
+	$(VENV)/bin/llmtrsr history-shuffle $(GATE_RUN) --baselines random,popularity
+	$(VENV)/bin/llmtrsr decide --params $(GATE) $(GATE_SETS)
+	$(VENV)/bin/llmtrsr figures --params $(GATE) $(GATE_SETS)
+
+# Issue 22, item 5: does a generated summary carry information? LLM-TRSR-Hierarchical beside
+# the two controls at item_num 0 (the summary is the only history), the summarizer asked for
+# the short genres/themes/eras form (summarizer.summary_style: fields, chosen on the 20
+# validation users by `llmtrsr summary-probe`). The controls' adapters are the gate's (their
+# prompts hold no summary); they are scored again under these params. Results:
+# figures/laptop_gate_fields/.
+FIELDS_SETS := --set summarizer.summary_style=fields --set figures_dir=figures/laptop_gate_fields
+gate-fields:
+	$(MAKE) --no-print-directory gate GATE_SYSTEMS=controls,llmtrsr-hierarchical \
+	  GATE_SETS="$(FIELDS_SETS)"
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

@@ -30,7 +30,7 @@ MODULE_ORDER = (
     "baselines", "classical", "results", "evaluate", "learning", "history_shuffle",
     "decision", "plots",
     # Orchestration: make what is missing, grids, measurements, figures, entry points.
-    "pipeline", "grid", "efficiency", "report", "readme", "notebooks", "cli",
+    "pipeline", "summary_probe", "grid", "efficiency", "report", "readme", "notebooks", "cli",
     # Extensions inside the kit: a file in llmtrsr_utils/extensions/ registers a paradigm or a
     # baseline by plain name (imported by systems.load_extensions, so it may use any module).
     "extensions", "extensions.*",

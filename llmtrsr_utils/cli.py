@@ -79,18 +79,26 @@ def cmd_systems(args: argparse.Namespace) -> int:
     return 0
 
 
+def _paradigms(value: str) -> list[str]:
+    """--paradigm's paradigms: all (or both), or a comma list; an unknown name fails here,
+    before any model is loaded."""
+    from llmtrsr_utils.summarize import find_paradigm
+
+    every = value in ("all", "both")  # both: the name before paradigms were a registry
+    paradigms = systems.paradigm_names() if every else override_list(value.replace(",", "\n"))
+    for paradigm in paradigms:
+        find_paradigm(paradigm)
+    return paradigms
+
+
 def cmd_summarize(args: argparse.Namespace) -> int:
     from llmtrsr_utils.datasets.splits import SPLITS
     from llmtrsr_utils.pipeline import ensure_splits
-    from llmtrsr_utils.summarize import find_paradigm, summarize_split
+    from llmtrsr_utils.summarize import summarize_split
 
     cfg = _config(args)
     splits = SPLITS if args.split == "all" else (args.split,)
-    every = args.paradigm in ("all", "both")  # both: the name before paradigms were a registry
-    paradigms = systems.paradigm_names() if every else override_list(args.paradigm.replace(
-        ",", "\n"))
-    for paradigm in paradigms:
-        find_paradigm(paradigm)  # an unknown name fails before any model is loaded
+    paradigms = _paradigms(args.paradigm)
     ensure_splits(cfg)
     for split in splits:
         for paradigm in paradigms:
@@ -149,6 +157,22 @@ def cmd_decide(args: argparse.Namespace) -> int:
     table = decide(cfg, args.metric)
     print(table.drop(columns=["metric"]).to_string(
         index=False, float_format=lambda v: f"{v:+.3f}", na_rep=""))
+    print(f"\nwritten: {results_dir(cfg) / TABLE}")
+    return 0
+
+
+def cmd_summary_probe(args: argparse.Namespace) -> int:
+    from llmtrsr_utils.results import results_dir
+    from llmtrsr_utils.summary_probe import TABLE, probe
+
+    cfg = _config(args)
+    table = probe(cfg, args.split, _paradigms(args.paradigm), metric=args.metric,
+                  progress=not args.no_progress)
+    shown = ["split", "paradigm", "summary_style", "max_new_tokens", "no_repeat_ngram_size",
+             "repetition_penalty", "n_users", "summary", "another user's summary", "history",
+             "own_minus_another", "p_value", "labels_named", "calls_cut_share"]
+    print(f"{args.metric} of a label ranker reading each text (chance: every candidate tied)")
+    print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nwritten: {results_dir(cfg) / TABLE}")
     return 0
 
@@ -291,6 +315,22 @@ def build_parser() -> argparse.ArgumentParser:
                                 f"list, all (default: every registered one), or a paradigm's "
                                 f"module path package.module (README: add a paradigm)")
     summarize.add_argument("--split", choices=["train", "valid", "test", "all"], default="all")
+
+    probe = _command(
+        commands, "summary-probe", cmd_summary_probe, progress=True,
+        help="does a summary describe its user? screen summarizer settings without training",
+        description="Rank each user's candidates by the item labels (MovieLens genres, MIND "
+                    "categories) their own final summary names, another user's summary names "
+                    "(the negative control) and their history's items carry (the positive "
+                    "control), summarizing first what is missing; paired bootstrap of own vs "
+                    "another user's. One row per paradigm and summarizer settings, gathered "
+                    "in <work_dir>/results/summary_probe.csv across runs with other --set "
+                    "summarizer.* values.")
+    probe.add_argument("--paradigm", default="all",
+                       help="a paradigm, a comma list, or all (default)")
+    probe.add_argument("--split", choices=["train", "valid", "test"], default="valid",
+                       help="the users probed (default: valid; settings are chosen there)")
+    probe.add_argument("--metric", default="recall@5", help="the metric reported (recall@5)")
 
     train = _command(
         commands, "train", cmd_train, progress=True,

@@ -19,7 +19,9 @@ unrounded CSV column. Kinds:
   p (``kinds``: only systems of these registry kinds, e.g. ``llm,control``);
 - ``curve <learning_curve.csv> [metric]``: the learning curve on validation users;
 - ``shuffle <history_shuffle.csv> [metric]``: the history shuffle;
-- ``decision <decision.csv> [metric]``: the decision table (:mod:`llmtrsr_utils.decision`).
+- ``decision <decision.csv> [metric]``: the decision table (:mod:`llmtrsr_utils.decision`);
+- ``probe <summary_probe.csv> [split]``: the summary probe's screen of summarizer settings
+  (:mod:`llmtrsr_utils.summary_probe`).
 
 Written here because no library renders these tables from these files; pandas' ``to_markdown``
 does the table layout.
@@ -158,9 +160,44 @@ def decision_table(frame: pd.DataFrame, metric: str = "recall@5") -> str:
     return decision.markdown(frame[frame["metric"] == metric])
 
 
+def probe(frame: pd.DataFrame, split: str = "valid") -> str:
+    rows = frame[frame["split"] == split]
+    name = _name(rows["metric"].iloc[0]) if len(rows) else "Recall@5"
+
+    def setting(r: pd.Series) -> str:
+        parts = [r["model"], r["summary_style"], f"{int(r['max_new_tokens'])} tokens"]
+        if r["no_repeat_ngram_size"]:
+            parts.append(f"no repeated {int(r['no_repeat_ngram_size'])}-grams")
+        if r["repetition_penalty"] != 1.0:
+            parts.append(f"repetition penalty {r['repetition_penalty']:g}")
+        return ", ".join(parts)
+
+    def reader(r: pd.Series, column: str) -> str:
+        return (f"{r[column]:.2f} [{r[f'{column}_ci_low']:.2f}, "
+                f"{r[f'{column}_ci_high']:.2f}]")
+
+    out = pd.DataFrame({
+        "summarizer setting": [setting(r) for _, r in rows.iterrows()],
+        "paradigm": rows["paradigm"].to_numpy(),
+        "users": [str(int(v)) for v in rows["n_users"]],
+        f"own summary {name}": [reader(r, "summary") for _, r in rows.iterrows()],
+        "another user's": [reader(r, "another user's summary") for _, r in rows.iterrows()],
+        "own minus another [95% CI]": [
+            _signed(r["own_minus_another"], r["own_minus_another_ci_low"],
+                    r["own_minus_another_ci_high"]) for _, r in rows.iterrows()],
+        "p": [_p(v) for v in rows["p_value"]],
+        "labels named": [f"{v:.1f}" for v in rows["labels_named"]],
+        "calls cut at the cap": [f"{v:.0%}" for v in rows["calls_cut_share"]]})
+    if len(rows):
+        history = rows.iloc[0]
+        out.loc[len(out)] = ["the history's own labels (positive control)", "", str(
+            int(history["n_users"])), reader(history, "history"), "", "", "", "", ""]
+    return _markdown(out)
+
+
 KINDS: dict[str, Callable[..., str]] = {
     "table2": table2, "provenance": provenance, "paired": paired, "curve": curve,
-    "shuffle": shuffle, "decision": decision_table}
+    "shuffle": shuffle, "decision": decision_table, "probe": probe}
 
 
 def block(spec: str, root: Path) -> str:

@@ -95,14 +95,30 @@ def table2(frame: pd.DataFrame, *args: str) -> str:
 
 
 def provenance(frame: pd.DataFrame, *args: str) -> str:
-    rows = _selected(frame)
+    """Who made the rows: per commit, the systems (and, for rows of several training seeds,
+    which seeds: a pooled system may have been made by more than one commit)."""
+    if "split" in frame.columns:  # every seed's selected test row, not only the last
+        rows = frame[(frame["split"] == "test") & frame["selected"].astype(bool)]
+        rows = rows.drop_duplicates(["system", "seed"] if "seed" in rows else ["system"],
+                                    keep="last")
+        order = {name: i for i, name in enumerate(systems.order_names(rows["system"].unique()))}
+        rows = rows.sort_values("system", key=lambda c: c.map(order), kind="stable")
+    else:
+        rows = _selected(frame)
+    seeded = "seed" in rows.columns and rows.groupby("system")["seed"].nunique().gt(1).any()
     lines = []
     for commit, group in rows.groupby(rows["git_commit"].fillna("unknown"), sort=False):
         torch = sorted({json.loads(v).get("torch", "?") for v in group["library_versions"]
                         if isinstance(v, str)}) if "library_versions" in group else []
         hardware = sorted({h for h in group.get("hardware", pd.Series(dtype=str)).dropna()})
         clean = "with uncommitted changes" if str(commit).endswith("+dirty") else "clean tree"
-        names = ", ".join(systems.label(s) for s in group["system"])
+        if seeded:
+            names = ", ".join(
+                f"{systems.label(name)} (seed{'s' if len(seeds) > 1 else ''} "
+                f"{', '.join(str(int(x)) for x in seeds)})"
+                for name, seeds in group.groupby("system", sort=False)["seed"])
+        else:
+            names = ", ".join(systems.label(s) for s in group["system"])
         lines.append(f"- {names}: commit {str(commit).removesuffix('+dirty')[:7]} ({clean}), "
                      f"torch {', '.join(torch) or 'not recorded'}, "
                      f"{', '.join(hardware) or 'hardware not recorded'}")

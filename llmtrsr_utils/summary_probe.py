@@ -13,7 +13,9 @@ categories) named in a text each candidate carries:
   candidates: the negative control. A summary that says the same thing for everyone (or
   nothing) scores the same under both; one that describes its user scores higher on its own;
 - ``history``: the labels of the history's items themselves, each weighted by how often it
-  occurs (the positive control: what a perfect summary of the labels could reach).
+  occurs, a candidate's sum divided by the square root of its label count (the positive
+  control: the reader given the labels without a summarizer in between; a summary naming the
+  user's main genres can come close to it, or above it, since it drops the rare ones).
 
 Every reader's Recall/MRR/NDCG come from :func:`llmtrsr_utils.metrics.per_user_metrics`, ties
 counted at their expected value (a text naming no label ties every candidate: chance,

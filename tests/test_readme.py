@@ -50,3 +50,17 @@ def test_a_changed_csv_or_a_hand_edited_number_is_caught(tmp_path):
         readme.block("histogram figures/r.csv", tmp_path)
     with pytest.raises(readme.ReadmeError, match="not found"):
         readme.block("table2 figures/missing.csv", tmp_path)
+
+
+def test_provenance_names_the_commit_of_every_seed_of_a_pooled_system():
+    rows = pd.DataFrame({
+        "system": ["null-summary"] * 3 + ["random"], "split": "test", "selected": True,
+        "seed": [42, 43, 44, 42], "git_commit": ["a" * 40, "a" * 40, "b" * 40 + "+dirty",
+                                                 "a" * 40],
+        "library_versions": '{"torch": "2.13.0+cpu"}', "hardware": None})
+    lines = readme.provenance(rows).splitlines()
+    assert lines == [
+        "- Random (seed 42), Control: no summary (NULL) (seeds 42, 43): commit aaaaaaa (clean "
+        "tree), torch 2.13.0+cpu, hardware not recorded",
+        "- Control: no summary (NULL) (seed 44): commit bbbbbbb (with uncommitted changes), "
+        "torch 2.13.0+cpu, hardware not recorded"]

@@ -23,6 +23,14 @@ unrounded CSV column. Kinds:
 - ``probe <summary_probe.csv> [split]``: the summary probe's screen of summarizer settings
   (:mod:`llmtrsr_utils.summary_probe`).
 
+A number quoted in the prose is generated the same way, inline, between
+``<!-- value: <kind> <csv> [args] -->`` and ``<!-- end value -->`` (:data:`VALUE_KINDS`):
+
+- ``diff <paired_tests.csv> <system> <versus> [metric]``: ``+0.19 (p 0.006)``;
+- ``mean <results.csv | table2_values.csv> <system> [metric]``: the selected test row's value,
+  ``0.44``;
+- ``rise <learning_curve.csv> <system> [metric]``: the validation curve, ``0.25 → 0.40 → 0.60``.
+
 Written here because no library renders these tables from these files; pandas' ``to_markdown``
 does the table layout.
 """
@@ -39,6 +47,8 @@ import pandas as pd
 from llmtrsr_utils import decision, systems
 
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)",
+                   re.DOTALL)
+VALUE = re.compile(r"(<!-- value: (?P<spec>[^>]*?) -->)(?P<body>.*?)(<!-- end value -->)",
                    re.DOTALL)
 TABLE_METRICS = ("recall@3", "recall@5", "recall@10", "mrr@5", "mrr@10", "ndcg@10")
 
@@ -216,27 +226,73 @@ KINDS: dict[str, Callable[..., str]] = {
     "shuffle": shuffle, "decision": decision_table, "probe": probe}
 
 
-def block(spec: str, root: Path) -> str:
-    """The markdown one block's spec (``kind file [args...]``) makes, from files under root."""
+def _p_plain(value: float) -> str:
+    return "p < 0.001" if value == 0 else f"p {value:.3f}"
+
+
+def value_diff(frame: pd.DataFrame, system: str, versus: str, metric: str = "recall@5") -> str:
+    rows = frame[(frame["system"] == system) & (frame["versus"] == versus)
+                 & (frame["metric"] == metric)]
+    if rows.empty:
+        raise ReadmeError(f"no paired test of {system} against {versus} on {metric}")
+    row = rows.iloc[-1]
+    return f"{row['diff']:+.2f} ({_p_plain(row['p_value'])})"
+
+
+def value_mean(frame: pd.DataFrame, system: str, metric: str = "recall@5") -> str:
+    rows = _selected(frame[frame["system"] == system])
+    if rows.empty:
+        raise ReadmeError(f"no selected test row of {system}")
+    return f"{rows.iloc[-1][metric]:.2f}"
+
+
+def value_rise(frame: pd.DataFrame, system: str, metric: str = "recall@5") -> str:
+    rows = frame[frame["system"] == system].sort_values("examples_seen")
+    if rows.empty:
+        raise ReadmeError(f"no learning-curve rows of {system}")
+    return " → ".join(f"{v:.2f}" for v in rows[metric])
+
+
+VALUE_KINDS: dict[str, Callable[..., str]] = {
+    "diff": value_diff, "mean": value_mean, "rise": value_rise}
+
+
+def _made(spec: str, root: Path, kinds: dict[str, Callable[..., str]], what: str) -> str:
     kind, *rest = spec.split()
-    if kind not in KINDS or not rest:
-        raise ReadmeError(f"generated block {spec!r}: expected '<kind> <csv> [args]' with kind "
-                          f"one of {', '.join(KINDS)}")
+    if kind not in kinds or not rest:
+        raise ReadmeError(f"{what} {spec!r}: expected '<kind> <csv> [args]' with kind one of "
+                          f"{', '.join(kinds)}")
     path = root / rest[0]
     if not path.is_file():
-        raise ReadmeError(f"generated block {spec!r}: {path} not found")
+        raise ReadmeError(f"{what} {spec!r}: {path} not found")
     try:
-        return KINDS[kind](pd.read_csv(path), *rest[1:])
+        return kinds[kind](pd.read_csv(path), *rest[1:])
     except KeyError as err:
-        raise ReadmeError(f"generated block {spec!r}: {path} has no column {err}") from None
+        raise ReadmeError(f"{what} {spec!r}: {path} has no column {err}") from None
+    except ReadmeError as err:
+        raise ReadmeError(f"{what} {spec!r}: {path}: {err}") from None
+
+
+def value(spec: str, root: Path) -> str:
+    """The text one inline value's spec (``kind file [args...]``) makes."""
+    return _made(spec, root, VALUE_KINDS, "generated value")
+
+
+def block(spec: str, root: Path) -> str:
+    """The markdown one block's spec (``kind file [args...]``) makes, from files under root."""
+    return _made(spec, root, KINDS, "generated block")
 
 
 def render(text: str, root: Path) -> str:
-    """The README with every generated block made again from its CSV."""
-    return BLOCK.sub(lambda m: m.group(1) + block(m.group("spec"), root) + m.group(4), text)
+    """The README with every generated block and inline value made again from its CSV."""
+    text = BLOCK.sub(lambda m: m.group(1) + block(m.group("spec"), root) + m.group(4), text)
+    return VALUE.sub(lambda m: m.group(1) + value(m.group("spec"), root) + m.group(4), text)
 
 
 def stale_blocks(text: str, root: Path) -> list[str]:
-    """The specs of the blocks whose text differs from what their CSV gives."""
+    """The specs of the blocks and inline values whose text differs from what their CSV
+    gives."""
     return [m.group("spec") for m in BLOCK.finditer(text)
-            if m.group("body") != block(m.group("spec"), root)]
+            if m.group("body") != block(m.group("spec"), root)] + [
+        m.group("spec") for m in VALUE.finditer(text)
+        if m.group("body") != value(m.group("spec"), root)]

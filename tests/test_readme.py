@@ -64,3 +64,33 @@ def test_provenance_names_the_commit_of_every_seed_of_a_pooled_system():
         "tree), torch 2.13.0+cpu, hardware not recorded",
         "- Control: no summary (NULL) (seed 44): commit bbbbbbb (with uncommitted changes), "
         "torch 2.13.0+cpu, hardware not recorded"]
+
+
+def test_an_inline_value_is_made_from_its_csv_and_a_hand_edit_is_caught(tmp_path):
+    (tmp_path / "figures").mkdir()
+    for name in ("paired_tests.csv", "results.csv", "learning_curve.csv"):
+        shutil.copy(ROOT / "figures" / "laptop" / name, tmp_path / "figures" / name)
+    page = ("TALLRec beats zero-shot by <!-- value: diff figures/paired_tests.csv tallrec "
+            "zero-shot --><!-- end value --> in Recall@5, reaching <!-- value: mean "
+            "figures/results.csv tallrec --><!-- end value --> (curve <!-- value: rise "
+            "figures/learning_curve.csv tallrec --><!-- end value -->).\n")
+    made = readme.render(page, tmp_path)
+    assert made == ("TALLRec beats zero-shot by <!-- value: diff figures/paired_tests.csv "
+                    "tallrec zero-shot -->+0.19 (p 0.006)<!-- end value --> in Recall@5, "
+                    "reaching <!-- value: mean figures/results.csv tallrec -->0.44<!-- end "
+                    "value --> (curve <!-- value: rise figures/learning_curve.csv tallrec -->"
+                    "0.25 → 0.40 → 0.60<!-- end value -->).\n")
+    assert readme.stale_blocks(made, tmp_path) == []
+    edited = made.replace("+0.19 (p 0.006)", "+0.20 (p 0.006)")
+    assert readme.stale_blocks(edited, tmp_path) == [
+        "diff figures/paired_tests.csv tallrec zero-shot"]
+    with pytest.raises(readme.ReadmeError, match="no paired test of tallrec against ncf"):
+        readme.value("diff figures/paired_tests.csv tallrec ncf", tmp_path)
+    with pytest.raises(readme.ReadmeError, match="kind one of diff, mean, rise"):
+        readme.value("median figures/results.csv tallrec", tmp_path)
+
+
+def test_the_readme_quotes_its_numbers_through_values():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    kinds = [m.group("spec").split()[0] for m in readme.VALUE.finditer(text)]
+    assert len(kinds) >= 20 and set(kinds) == {"diff", "mean", "rise"}

@@ -101,6 +101,16 @@ def measure(cfg, packing: str, steps: int, checkpointing: bool, out: Path) -> di
             "forward_flops": flops, "trainer": trainer}
 
 
+def seed_lora(model) -> None:
+    """Every LoRA weight from one seeded normal draw (x 0.02), so that two trainers compared on
+    the same batch have the same, non-zero adapter."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in sorted(model.named_parameters()):
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+
+
 def same_batch_losses(cfg, out: Path) -> float:
     """|trl - packed| loss on all training examples in one batch, same LoRA weights."""
     losses = []
@@ -110,11 +120,7 @@ def same_batch_losses(cfg, out: Path) -> float:
             with_recommender(cfg, packing=packing, batch_size=1 if packing == "tree" else
                              per_step, global_batch_size=per_step), SYSTEM), out / packing,
             progress=False)
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for name, parameter in sorted(trainer.model.named_parameters()):
-                if "lora_" in name:
-                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+        seed_lora(trainer.model)
         trainer.model.eval()
         dataset = trainer.train_dataset
         batch = trainer.data_collator([dataset[i] for i in range(len(dataset))])

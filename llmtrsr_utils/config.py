@@ -49,7 +49,8 @@ NOT_IN_FINGERPRINT = ("work_dir", "runs_dir", "figures_dir", "cache_dir", "ablat
 # Keys added after results were made with the settings they default to: left out of every
 # fingerprint while at that default, so those results, summaries and adapters stay current.
 ADDED_KEYS = {"summarizer.summary_style": "paper", "summarizer.repetition_penalty": 1.0,
-              "summarizer.no_repeat_ngram_size": 0, "data.repeats": "keep"}
+              "summarizer.no_repeat_ngram_size": 0, "data.repeats": "keep",
+              "recommender.mixed_precision": "none"}
 
 
 # Keys that existed once: an old params file gets told what replaced them.
@@ -257,6 +258,14 @@ class RecommenderConfig(ModelSettings):
     scorer: str = field(default="tree", metadata=_choices("tree", "prefix_cache"))
     # Candidates per forward pass (tree: whole users, at least one per forward).
     score_batch_size: int = field(default=32, metadata=_at_least(1))
+    # bf16: the matrix products of training and scoring in bfloat16 under autocast, while the
+    # weights, the LoRA adapter, the optimizer state and the scorer's answer head stay float32
+    # (transformers' `bf16: true` on float32 weights: mixed precision). On a CPU with
+    # avx512_bf16 a bf16 product runs ~4x a float32 one, and an SFT step of SmolLM2-135M ~1.8x
+    # (benchmarks/precision_bench.py); a CPU without it emulates bf16, slower than float32.
+    # none: every product in the weights' dtype (recommender.dtype). Changes the numbers a little,
+    # so it is part of the fingerprint.
+    mixed_precision: str = field(default="none", metadata=_choices("none", "bf16"))
     # Fold the LoRA weights into the base linears before scoring (peft merge_and_unload): one
     # matmul per linear instead of three. SmolLM2-135M, all-linear LoRA, 2 cores: 1.22x faster
     # forward, logits within 6e-5 in float32 (rounding of W + BA), so like `scorer` it is left

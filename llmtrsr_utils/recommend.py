@@ -453,7 +453,7 @@ def sft_settings(cfg: Config, out_dir: Path, *, processes: int, dtype: torch.dty
                            and rec.warmup_ratio else rec.lr_scheduler),
         warmup_steps=rec.warmup_ratio,
         max_grad_norm=rec.max_grad_norm,
-        bf16=dtype == torch.bfloat16, fp16=False,
+        bf16=dtype == torch.bfloat16 or rec.mixed_precision == "bf16", fp16=False,
         activation_checkpointing=rec.gradient_checkpointing, **save_schedule(rec),
         save_total_limit=rec.save_total_limit, logging_steps=1, report_to="none",
         seed=cfg.training_seed, data_seed=cfg.training_seed, max_length=rec.max_length,

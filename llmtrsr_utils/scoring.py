@@ -75,14 +75,16 @@ class AnswerHead:
         self.scale = getattr(config, "logit_scale", None)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., hidden) in any dtype -> (..., 2) float32 logits of (yes, no)."""
-        logits = hidden.float() @ self.weight.to(hidden.device).T
-        if self.bias is not None:
-            logits = logits + self.bias.to(hidden.device)
-        if self.scale is not None:
-            logits = logits * self.scale
-        if self.softcap is not None:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
+        """(..., hidden) in any dtype -> (..., 2) float32 logits of (yes, no), float32 under
+        an autocast too."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            logits = hidden.float() @ self.weight.to(hidden.device).T
+            if self.bias is not None:
+                logits = logits + self.bias.to(hidden.device)
+            if self.scale is not None:
+                logits = logits * self.scale
+            if self.softcap is not None:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
 
@@ -222,21 +224,30 @@ def score_dynamic(model, prompts_ids: Sequence[Sequence[int]], yes_id: int, no_i
 
 # -- a system's scores -------------------------------------------------------------------
 
+def mixed_precision(rec: RecommenderConfig, device: torch.device | str):
+    """The autocast of ``recommender.mixed_precision``: bf16 products for 'bf16', and for 'none'
+    a context that turns any enclosing autocast off (products in the weights' dtype)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                          enabled=rec.mixed_precision == "bf16")
+
+
 def score_llm(model, tokenizer, users: Sequence[Any], yes_id: int, no_id: int,
               rec: RecommenderConfig) -> UserScores:
-    """p(yes) of every user's candidates with the configured scorer (``recommender.scorer``).
+    """p(yes) of every user's candidates with the configured scorer (``recommender.scorer``),
+    under the recommender's ``mixed_precision`` (as it was trained).
 
     Args:
         users: each with ``user_id``, ``candidates`` and ``prompts`` (recommend.UserPrompts).
     """
     began = time.perf_counter()
     ids = [[tokenizer(p)["input_ids"] for p in user.prompts] for user in users]
-    if rec.scorer == "tree":
-        per_batch = max(1, rec.score_batch_size // max(1, len(ids[0]) if ids else 1))
-        rows = score_tree(model, ids, yes_id, no_id, tokenizer.pad_token_id, per_batch)
-    else:
-        rows = [score_fast(model, user, yes_id, no_id, tokenizer.pad_token_id,
-                           batch_size=rec.score_batch_size) for user in ids]
+    with mixed_precision(rec, model.device):
+        if rec.scorer == "tree":
+            per_batch = max(1, rec.score_batch_size // max(1, len(ids[0]) if ids else 1))
+            rows = score_tree(model, ids, yes_id, no_id, tokenizer.pad_token_id, per_batch)
+        else:
+            rows = [score_fast(model, user, yes_id, no_id, tokenizer.pad_token_id,
+                               batch_size=rec.score_batch_size) for user in ids]
     return UserScores([u.user_id for u in users], [u.candidates for u in users],
                       np.vstack(rows), time.perf_counter() - began)
 

@@ -462,3 +462,59 @@ def test_select_final_scores_the_last_checkpoint(tmp_path, movielens_dir, caplog
     assert sorted(rows[rows["split"] == "valid"]["epoch"]) == [0.0, 1.0, 2.0]
     assert set(rows["selection_rule"]) == {"best_valid"}
     assert "95% interval" in caplog.text and "3 validation users" in caplog.text
+
+
+@pytest.mark.parametrize("precision", ["none", "bf16"])
+def test_mixed_precision_trains_bf16_products_on_float32_weights(tmp_path, movielens_dir,
+                                                                  precision):
+    """recommender.mixed_precision: bf16 runs the trainer's products in bfloat16 (autocast) while
+    the weights, the LoRA adapter and its optimizer stay float32; none keeps float32 products."""
+    from llmtrsr_utils.pipeline import ensure_system_inputs
+
+    cfg = smoke_config(tmp_path, movielens_dir, *TRAIN,
+                       f"recommender.mixed_precision={precision}", "recommender.dtype=float32")
+    ensure_system_inputs(cfg, "tallrec", ("train",), progress=False)
+    trainer, _ = recommend.build_trainer(resolve(cfg, "tallrec"), tmp_path / "out",
+                                         progress=False, max_steps=1, save_strategy="no")
+    assert trainer.args.bf16 is (precision == "bf16")
+    seen = []
+    projection = next(m for n, m in trainer.model.named_modules() if n.endswith("q_proj"))
+    projection.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    lora = lora_weights(trainer.model)
+    trainer.train()
+    assert seen and set(seen) == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    assert any(not torch.equal(before, after)
+               for before, after in zip(lora, lora_weights(trainer.model), strict=True))
+
+
+def lora_weights(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for n, p in model.named_parameters() if "lora_" in n]
+
+
+def test_mixed_precision_scores_close_to_float32_with_a_float32_answer_head():
+    """score_llm under mixed_precision bf16: the decoder's products in bfloat16 (scores move a
+    little), the answer head's pair of logits still float32; 'none' inside an enclosing autocast
+    turns it off (the float32 scores exactly)."""
+    from types import SimpleNamespace
+
+    from llmtrsr_utils.config import RecommenderConfig
+    from llmtrsr_utils.scoring import AnswerHead, score_llm
+
+    model, tokenizer = load_causal_lm("tiny-random-llama", device="cpu")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(8)
+    prompts = [tokenizer.decode(r) for r in candidate_prompts(tokenizer, n=6)]
+    users = [SimpleNamespace(user_id="u", candidates=list(range(6)), prompts=prompts)]
+    yes_id, no_id = 10407, 4607
+    full = score_llm(model, tokenizer, users, yes_id, no_id, RecommenderConfig()).scores
+    half = score_llm(model, tokenizer, users, yes_id, no_id,
+                     RecommenderConfig(mixed_precision="bf16")).scores
+    assert full.std() > 1e-3
+    assert 0 < np.abs(half - full).max() < 0.05
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = score_llm(model, tokenizer, users, yes_id, no_id, RecommenderConfig()).scores
+        pair = AnswerHead(model, yes_id, no_id)(torch.ones(3, model.config.hidden_size))
+    np.testing.assert_array_equal(inside, full)
+    assert pair.dtype == torch.float32

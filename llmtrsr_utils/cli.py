@@ -353,8 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "the zero-shot LLM and Random.")
     evaluate.add_argument("--systems", default="all",
                           help=f"comma list of LLM systems ({trained}, or llmtrsr-<paradigm "
-                               f"module path>: README, add a paradigm); 'all' (default: every "
-                               f"registered one) or '' for none")
+                               f"module path>: README, add a paradigm); 'all' (default: the "
+                               f"paper's), 'variants', 'controls' (words that combine: "
+                               f"all,controls) or '' for none")
     evaluate.add_argument("--baselines", default="all",
                           help=f"comma list of baselines "
                                f"({', '.join(systems.names(systems.BASELINE_KINDS))}), or a "
@@ -374,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "loses accuracy; Random and Popularity (the default baselines) must not "
                     "change. Writes <work_dir>/results/history_shuffle.csv.")
     shuffle.add_argument("--systems", default="all",
-                         help="comma list of LLM systems, 'all' (default), 'controls' or ''")
+                         help="comma list of LLM systems, 'all' (default), 'variants', "
+                              "'controls' or ''")
     negative_controls = ",".join((systems.RANDOM, systems.POPULARITY))
     shuffle.add_argument("--baselines", default=negative_controls,
                          help=f"comma list of reference scorers or zero-shot (default: "

@@ -193,7 +193,8 @@ def evaluate_classical(run: SystemRun, *, progress: bool = True) -> Evaluation:
 # How each kind of system (llmtrsr_utils.systems.KINDS) is scored.
 EVALUATORS: dict[str, Callable[..., Evaluation]] = {
     "untrained": evaluate_zero_shot, "reference": evaluate_reference,
-    "classical": evaluate_classical, "llm": evaluate_trained, "control": evaluate_trained}
+    "classical": evaluate_classical, "llm": evaluate_trained, "variant": evaluate_trained,
+    "control": evaluate_trained}
 
 
 def evaluate_system(cfg: Config, name: str, *, progress: bool = True) -> Evaluation:

@@ -69,10 +69,11 @@ def names(value: str | Sequence[str], every: Sequence[str], setting: str,
 
 def system_names(value: str | Sequence[str] = "all") -> list[str]:
     """Trained LLM systems, from the registry of systems; "all": the paper's (LLM-TRSR with
-    each registered paradigm, TALLRec); "controls": every control (null-summary,
-    oracle-older)."""
+    each registered paradigm, TALLRec); "variants": every variant (LLM-TRSR under a setting
+    of the kit's); "controls": every control (null-summary, oracle-older)."""
     return names(value, systems.names("llm"), "systems", recommend.is_llm_system,
-                 groups={"controls": systems.names("control")})
+                 groups={"variants": systems.names("variant"),
+                         "controls": systems.names("control")})
 
 
 def baseline_names(value: str | Sequence[str] = "all") -> list[str]:
@@ -120,8 +121,8 @@ def ensure_system_inputs(cfg: Config, system: str, splits: Sequence[str], *,
     run = recommend.resolve(cfg, system)
     paradigm = run.cfg.recommender.summary
     if run.spec.kind in (*systems.TRAINED_KINDS, "untrained") and paradigm != systems.NO_SUMMARY:
-        for split in splits:
-            ensure_summaries(cfg, split, paradigm, progress=progress)
+        for split in splits:  # under the system's own summarizer settings (a variant's)
+            ensure_summaries(run.cfg, split, paradigm, progress=progress)
 
 
 def train(cfg: Config, system: str, *, progress: bool = True) -> dict[str, Any]:

@@ -68,8 +68,9 @@ class SystemRun:
     Attributes:
         name: the system as it was asked for (a registered name or a module path).
         spec: its entry in the registry of systems (label, kind, settings).
-        cfg: the system's own config: the run's params with the system's recommender settings
-            laid over them (a zero-shot system: those of the system whose prompts it reads).
+        cfg: the system's own config: the run's params with the system's recommender (and a
+            variant's summarizer) settings laid over them (a zero-shot system: those of the
+            system whose prompts it reads).
         params_hash: the run's params fingerprint; results rows and score files are keyed by it.
     """
 
@@ -108,11 +109,14 @@ def resolve(cfg: Config, name: str) -> SystemRun:
         ValueError: an unknown system (listing the known ones).
     """
     spec = systems.find(name)
-    settings = spec.recommender
-    if spec.kind == "untrained":
-        settings = systems.find(spec.prompts_of).recommender
-    own = dataclasses.replace(cfg, recommender=dataclasses.replace(cfg.recommender, **settings)
-                              ) if settings else cfg
+    source = systems.find(spec.prompts_of) if spec.kind == "untrained" else spec
+    own = cfg
+    if source.recommender:
+        own = dataclasses.replace(own, recommender=dataclasses.replace(own.recommender,
+                                                                       **source.recommender))
+    if source.summarizer:
+        own = dataclasses.replace(own, summarizer=dataclasses.replace(own.summarizer,
+                                                                      **source.summarizer))
     return SystemRun(name=name, spec=spec, cfg=own, params_hash=cfg.fingerprint())
 
 

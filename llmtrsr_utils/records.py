@@ -1,7 +1,8 @@
 """The records the kit writes, typed: one place that says what every key means.
 
-- :class:`SummaryRecord`: ``<work_dir>/summaries/<dataset>_<split>_<paradigm>_<model>.json``,
-  beside the summaries' parquet (``summarize.summarize_split``);
+- :class:`SummaryRecord`:
+  ``<work_dir>/summaries/<dataset>_<split>_<paradigm>_<model>_<settings>.json``, beside the
+  summaries' parquet (``summarize.summarize_split``);
 - :class:`TrainingRecord`: ``<adapter folder>/training.json`` (``recommend.train_system``);
 - :class:`ResultRow`: one row of ``<work_dir>/results/metrics.parquet`` (``evaluate``), one
   per (system, split, checkpoint).

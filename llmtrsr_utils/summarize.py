@@ -284,9 +284,12 @@ def cache_file(cfg: Config) -> Path:
 
 
 def summaries_path(cfg: Config, split: str, paradigm: str) -> Path:
-    """One parquet per (dataset, split, paradigm, summarizer)."""
-    return (cfg.work_path / "summaries" /
-            f"{cfg.data.name}_{split}_{paradigm}_{model_slug(cfg.summarizer.model)}.parquet")
+    """One parquet per (dataset, split, paradigm, summarizer and its settings): the name ends
+    in the first 10 hex digits of the data and summarizer fingerprint, so two settings (a
+    variant's and the params') keep their own summaries in one work folder."""
+    settings = cfg.fingerprint("seed", "data", "summarizer")[:10]
+    return (cfg.work_path / "summaries" / f"{cfg.data.name}_{split}_{paradigm}_"
+            f"{model_slug(cfg.summarizer.model)}_{settings}.parquet")
 
 
 def split_histories(cfg: Config, split: str) -> tuple[list[UserHistory], str]:

@@ -16,6 +16,10 @@ Kinds, and how each is trained and scored (``llmtrsr_utils.evaluate`` dispatches
 - ``classical``: a model of :mod:`llmtrsr_utils.classical`, trained on the training users;
 - ``llm``: a LoRA-tuned recommender, its ``recommender`` settings laid over the params'
   (LLM-TRSR with each paradigm's summaries, TALLRec with the whole history);
+- ``variant``: trained and scored like ``llm``: an LLM-TRSR system under one of the kit's
+  settings that the paper does not have (its own ``summarizer`` settings laid over the params',
+  e.g. issue 22's fields-style summary). ``--systems all`` leaves it out (``--systems
+  all,variants`` adds every variant); its label says it is the kit's.
 - ``control``: trained and scored like ``llm`` but not one of the paper's systems: a check on
   the method (issue 22's positive and negative controls). Table 2 labels it as a control, and
   ``--systems all`` leaves it out (``--systems all,controls`` adds every control).
@@ -59,10 +63,11 @@ ORACLE_OLDER = "oracle-older"  # control: the older items' own texts in the summ
 OLDER_ITEMS = "older-items"  # a control's summary_source option: no summarizer call
 
 # Table 2's bands, top to bottom; a system's kind puts it in one.
-KINDS = ("untrained", "reference", "classical", "llm", "control")
-TRAINED_KINDS = ("llm", "control")  # LoRA adapters: `llmtrsr train`, --systems
+KINDS = ("untrained", "reference", "classical", "llm", "variant", "control")
+TRAINED_KINDS = ("llm", "variant", "control")  # LoRA adapters: `llmtrsr train`, --systems
 BASELINE_KINDS = ("untrained", "reference", "classical")  # --baselines
-SEEDED_KINDS = ("llm", "control", "classical")  # trained once per training seed (`seeds`)
+# trained once per training seed (`seeds`)
+SEEDED_KINDS = ("llm", "variant", "control", "classical")
 
 # Scorer: (frame of one split's users, split name, context) -> (n_users, 1 + n_negatives)
 # floats, the positive in column 0 (see llmtrsr_utils.baselines.BaselineContext).
@@ -80,7 +85,10 @@ class System:
         label: its Table 2 label.
         kind: one of :data:`KINDS`.
         rank: registration number; Table 2 orders by (kind band, rank).
-        recommender: ``llm``/``control``: recommender settings laid over the params'.
+        recommender: ``llm``/``variant``/``control``: recommender settings laid over the
+            params'.
+        summarizer: ``variant``: summarizer settings laid over the params' (its summaries are
+            stored apart from those of the params' own settings).
         prompts_of: ``untrained``: the system whose prompts the untrained model reads.
         score: ``reference``: the scorer (attached by the module that defines it).
         paradigm: ``llm``: the paradigm whose summaries the prompt carries, if any.
@@ -94,6 +102,7 @@ class System:
     kind: str
     rank: int
     recommender: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    summarizer: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     prompts_of: str | None = None
     score: Scorer | None = None
     paradigm: str | None = None
@@ -116,7 +125,7 @@ def register(name: str, label: str, kind: str, *, module: str = __name__,
     with the same label and kind attaches new settings (a scorer to a declared baseline)."""
     if kind not in KINDS:
         raise ValueError(f"system {name!r}: kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    for frozen in ("recommender", "options"):
+    for frozen in ("recommender", "summarizer", "options"):
         if frozen in settings:
             settings[frozen] = MappingProxyType(dict(settings[frozen]))
     known = SYSTEMS.get(name)
@@ -209,6 +218,13 @@ register(NULL_CONTROL, "Control: no summary (NULL)", "control",
          recommender={"summary": NO_SUMMARY})
 register(ORACLE_OLDER, "Control: older items verbatim", "control",
          recommender={"summary": NO_SUMMARY}, options={"summary_source": OLDER_ITEMS})
+# Variants (issue 22, item 5): LLM-TRSR under a summarizer setting of the kit's. fields: the
+# paper's prompts asking for the answer in a fixed short form (summarizer.summary_style), the
+# setting whose summaries carried the most user-specific labels in the summary probe.
+FIELDS_VARIANT = "llmtrsr-hierarchical-fields"
+register(FIELDS_VARIANT, "LLM-TRSR-Hierarchical, fields summary (kit)", "variant",
+         recommender={"summary": HIERARCHICAL}, summarizer={"summary_style": "fields"},
+         paradigm=HIERARCHICAL)
 # What every other system is compared with in the paired tests: the paper's LLM baseline, the
 # untrained recommender, chance, and the no-information control (does a summary carry anything?).
 PAIRED_REFERENCES = (TALLREC, ZERO_SHOT, RANDOM, NULL_CONTROL)

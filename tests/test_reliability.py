@@ -125,10 +125,12 @@ def test_same_seed_same_files_and_metrics(tmp_path, movielens_dir):
         runs.append(work)
 
     one, two = runs
+    summaries = [p.relative_to(one).as_posix() for p in (one / "summaries").glob(
+        "movielens_*_tiny-random-llama_*.parquet")]
+    assert {p.split("_tiny-random-llama_")[0] for p in summaries} >= {
+        "summaries/movielens_test_hierarchical", "summaries/movielens_train_recurrent"}
     for relative in ("data/train.parquet", "data/valid.parquet", "data/test.parquet",
-                     "data/items.parquet",
-                     "summaries/movielens_test_hierarchical_tiny-random-llama.parquet",
-                     "summaries/movielens_train_recurrent_tiny-random-llama.parquet"):
+                     "data/items.parquet", *summaries):
         assert (one / relative).read_bytes() == (two / relative).read_bytes(), relative
     metric_columns = [c for c in pd.read_parquet(one / "results" / "metrics.parquet").columns
                       if c.startswith(("recall@", "mrr@", "ndcg@")) or c == "selection_score"]

@@ -61,11 +61,12 @@ def test_the_scan_sees_a_spelled_name(tmp_path):
 
 
 def test_the_registry_orders_table2_and_knows_each_kind():
-    # Table 2's order: the untrained LLM, the reference scorers, the classical models, the LLMs.
+    # Table 2's order: the untrained LLM, the reference scorers, the classical models, the LLMs,
+    # the kit's variants, the controls.
     assert systems.names() == [
         "zero-shot", "embedding", "popularity", "random", "ncf", "din", "dien", "gru4rec",
         "narm", "sasrec", "core", "tallrec", "llmtrsr-hierarchical", "llmtrsr-recurrent",
-        "null-summary", "oracle-older"]
+        "llmtrsr-hierarchical-fields", "null-summary", "oracle-older"]
     from llmtrsr_utils import baselines, classical, summarize
 
     assert set(classical.MODELS) == set(systems.names("classical"))
@@ -322,3 +323,43 @@ def test_the_history_shuffle_moves_a_reader_and_not_the_negative_controls(tmp_pa
         donor = by_user[given[user.user_id]]
         assert user.candidates == by_user[user.user_id].candidates
         assert user.prompts[0].split("\n\n[")[2] == donor.prompts[0].split("\n\n[")[2]
+
+
+def test_a_variant_summarizes_under_its_own_settings_beside_the_params_own(tmp_path,
+                                                                          movielens_dir):
+    """The fields variant is LLM-TRSR-Hierarchical with summarizer.summary_style fields laid
+    over the params: its summaries are made with that setting and stored apart from the
+    params' own (both stay current in one work folder), its prompts carry its own summaries,
+    its adapter is its own, and `all` leaves it out while `variants` names it."""
+    from llmtrsr_utils.models import load_tokenizer
+    from llmtrsr_utils.pipeline import ensure_system_inputs, system_names
+    from llmtrsr_utils.recommend import resolve, split_prompts
+    from llmtrsr_utils.summarize import load_summaries, summaries_current, summaries_path
+
+    cfg = smoke_config(tmp_path, movielens_dir, f"summarizer.cache_file={tmp_path / 'g.db'}")
+    paper = resolve(cfg, systems.paradigm_system(systems.HIERARCHICAL))
+    variant = resolve(cfg, systems.FIELDS_VARIANT)
+    assert paper.cfg.summarizer.summary_style == "paper"
+    assert variant.cfg.summarizer.summary_style == "fields"
+    assert variant.cfg.recommender == paper.cfg.recommender
+    assert variant.adapter_dir != paper.adapter_dir
+    assert variant.params_hash == paper.params_hash  # one run's params, two systems
+    for run in (paper, variant):
+        ensure_system_inputs(cfg, run.name, ("test",), progress=False)
+    paths = {run.name: summaries_path(run.cfg, "test", systems.HIERARCHICAL)
+             for run in (paper, variant)}
+    assert len(set(paths.values())) == 2 and all(p.is_file() for p in paths.values())
+    assert all(summaries_current(run.cfg, "test", systems.HIERARCHICAL)
+               for run in (paper, variant))
+    record = json.loads(paths[variant.name].with_suffix(".json").read_text())
+    assert record["params"]["summarizer"]["summary_style"] == "fields"
+    tokenizer = load_tokenizer("tiny-random-llama")
+    for run in (paper, variant):
+        own = load_summaries(run.cfg, "test", systems.HIERARCHICAL)
+        users = split_prompts(run, "test", tokenizer)[0]
+        assert [summary_slot(u.prompts[0]) for u in users] == own["final_summary"].tolist()
+    # The variant's prompts are not the paper's: none of its calls was answered by the
+    # generation cache that the paper's summaries had just filled.
+    assert record["model_calls"] > 0 and record["cache_hits"] == 0
+    assert systems.FIELDS_VARIANT not in system_names("all")
+    assert system_names("variants") == [systems.FIELDS_VARIANT]

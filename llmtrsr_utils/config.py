@@ -381,7 +381,8 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def _value_at(self, key: str) -> Any:
+    def value_at(self, key: str) -> Any:
+        """The value of a dotted key (``summarizer.summary_style``)."""
         node: Any = self
         for part in key.split("."):
             node = getattr(node, part)
@@ -396,7 +397,7 @@ class Config:
         if sections:
             payload = {name: payload[name] for name in sections}
         at_default = [key for key, default in ADDED_KEYS.items()
-                      if self._value_at(key) == default]
+                      if self.value_at(key) == default]
         for key in (*NOT_IN_FINGERPRINT, *ignore, *at_default):
             section, _, name = key.rpartition(".")
             node = payload.get(section) if section else payload

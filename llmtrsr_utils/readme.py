@@ -198,16 +198,13 @@ def probe(frame: pd.DataFrame, split: str = "valid") -> str:
             parts.append(f"repetition penalty {r['repetition_penalty']:g}")
         return ", ".join(parts)
 
-    def reader(r: pd.Series, column: str) -> str:
-        return (f"{r[column]:.2f} [{r[f'{column}_ci_low']:.2f}, "
-                f"{r[f'{column}_ci_high']:.2f}]")
-
     out = pd.DataFrame({
         "summarizer setting": [setting(r) for _, r in rows.iterrows()],
         "paradigm": rows["paradigm"].to_numpy(),
         "users": [str(int(v)) for v in rows["n_users"]],
-        f"own summary {name}": [reader(r, "summary") for _, r in rows.iterrows()],
-        "another user's": [reader(r, "another user's summary") for _, r in rows.iterrows()],
+        f"own summary {name}": [_interval(r, "summary") for _, r in rows.iterrows()],
+        "another user's": [_interval(r, "another user's summary")
+                           for _, r in rows.iterrows()],
         "own minus another [95% CI]": [
             _signed(r["own_minus_another"], r["own_minus_another_ci_low"],
                     r["own_minus_another_ci_high"]) for _, r in rows.iterrows()],
@@ -217,7 +214,7 @@ def probe(frame: pd.DataFrame, split: str = "valid") -> str:
     if len(rows):
         history = rows.iloc[0]
         out.loc[len(out)] = ["the history's own labels (positive control)", "", str(
-            int(history["n_users"])), reader(history, "history"), "", "", "", "", ""]
+            int(history["n_users"])), _interval(history, "history"), "", "", "", "", ""]
     return _markdown(out)
 
 

@@ -204,11 +204,11 @@ def probe(cfg: Config, split: str = "valid", paradigms: Sequence[str] | None = N
         raise ValueError(f"metric must be one of {', '.join(metrics.metric_names())}; got "
                          f"{metric!r}")
     data_dir = ensure_splits(cfg)
+    frame, items = load_split(data_dir, split), load_items(data_dir)
     new = []
     for paradigm in paradigms or systems.paradigm_names():
         summary_frame = ensure_summaries(cfg, split, paradigm, progress=progress)
-        frame = load_split(data_dir, split)
-        per_reader = probe_frame(frame, load_items(data_dir),
+        per_reader = probe_frame(frame, items,
                                  dict(zip(summary_frame[USER_ID].astype(str),
                                           summary_frame["final_summary"], strict=True)),
                                  cfg.seed, source=str(data_dir / "items.parquet"))
@@ -216,7 +216,7 @@ def probe(cfg: Config, split: str = "valid", paradigms: Sequence[str] | None = N
         cut = summary_frame["calls_cut_at_max_new_tokens"].sum()
         new.append({
             "split": split, "paradigm": paradigm, "metric": metric,
-            **{key.split(".")[1]: cfg._value_at(key) for key in SETTINGS},
+            **{key.split(".")[1]: cfg.value_at(key) for key in SETTINGS},
             "summarizer_hash": cfg.fingerprint("summarizer")[:16],
             "n_users": len(frame), **probe_row(per_reader, metric, cfg.seed),
             "calls_cut_share": float(cut / calls) if calls else np.nan,

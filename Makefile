@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate gate-fields lab
+.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate gate-fields decision lab
 
 $(VENV)/.installed: pyproject.toml requirements-models.txt
 	@test -n "$(PYTHON)" || { echo "no python3.11, 3.12 or 3.13 found: set PYTHON=/path/to/python"; exit 1; }
@@ -65,6 +65,28 @@ FIELDS_SETS := --set summarizer.summary_style=fields --set figures_dir=figures/l
 gate-fields:
 	$(MAKE) --no-print-directory gate GATE_SYSTEMS=controls,llmtrsr-hierarchical \
 	  GATE_SETS="$(FIELDS_SETS)"
+
+# Issue 22, item 6: the laptop decision (params/laptop.yaml). Per training seed one command
+# trains and scores TALLRec, LLM-TRSR (both paradigms), the two controls, the fields variant
+# and CORE, scores zero-shot, Random and Popularity, and then the history shuffle of every
+# fine-tuned system (resumable: a finished system is read back); then all seeds are read back,
+# pooled and decided into figures/laptop/. SEEDS=43 runs one seed.
+DECISION := params/laptop.yaml
+DECISION_SYSTEMS ?= all,controls,variants
+DECISION_BASELINES ?= zero-shot,random,popularity,core
+DECISION_RUN = --params $(DECISION) --systems $(DECISION_SYSTEMS)
+decision: $(VENV)/.installed
+	@for seed in $(SEEDS); do \
+	  $(VENV)/bin/llmtrsr evaluate $(DECISION_RUN) --seeds $$seed \
+	    --baselines $(DECISION_BASELINES) --reuse --no-progress || exit 1; \
+	  $(VENV)/bin/llmtrsr history-shuffle $(DECISION_RUN) --seeds $$seed \
+	    --baselines random,popularity || exit 1; \
+	done
+	$(VENV)/bin/llmtrsr evaluate $(DECISION_RUN) --baselines $(DECISION_BASELINES) --reuse \
+	  --no-progress
+	$(VENV)/bin/llmtrsr history-shuffle $(DECISION_RUN) --baselines random,popularity
+	$(VENV)/bin/llmtrsr decide --params $(DECISION)
+	$(VENV)/bin/llmtrsr figures --params $(DECISION)
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .

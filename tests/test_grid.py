@@ -185,8 +185,9 @@ def test_anchors_run_once_per_other_axes_and_close_both_ends_of_the_figure(tmp_p
     with pytest.raises(ConfigError, match="anchors"):
         grid.load_grid(write_grid(tmp_path / "bad2.yaml", {"recommender.item_num": [0]},
                                   anchors=["nobody"], anchor_axis="recommender.item_num"))
-    cfg = load_config(ROOT / "params" / "laptop.yaml")
+    cfg = load_config(ROOT / "params" / "laptop.yaml", ["seeds=[42]"])
     one = grid.point_key(cfg, "null-summary")
+    assert ":seeds=" not in one
     three = grid.point_key(load_config(ROOT / "params" / "laptop.yaml", ["seeds=[42,43,44]"]),
                            "null-summary")
     assert three == f"{one}:seeds=42,43,44"

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate gate-fields decision lab
+.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate gate-seeds gate-fields decision decision-seeds lab
 
 $(VENV)/.installed: pyproject.toml requirements-models.txt
 	@test -n "$(PYTHON)" || { echo "no python3.11, 3.12 or 3.13 found: set PYTHON=/path/to/python"; exit 1; }
@@ -36,20 +36,23 @@ lab: $(VENV)/.installed
 
 # Issue 22's gate (params/laptop_gate.yaml): the two controls at item_num 0, one command per
 # training seed (each resumable, about 35 minutes on 2 cores), then all seeds read back and
-# pooled into figures/laptop_gate/. SEEDS=43 runs one seed. GATE_SYSTEMS and GATE_SETS (--set
+# pooled into figures/laptop_gate/ (a missing seed is trained there). `make gate-seeds
+# SEEDS=43` runs one seed's commands only. GATE_SYSTEMS and GATE_SETS (--set
 # flags) run other systems or settings the same way, as gate-fields does.
 GATE := params/laptop_gate.yaml
 SEEDS ?= 42 43 44
 GATE_SYSTEMS ?= controls
 GATE_SETS ?=
 GATE_RUN = --params $(GATE) $(GATE_SETS) --systems $(GATE_SYSTEMS)
-gate: $(VENV)/.installed
+gate-seeds: $(VENV)/.installed
 	@for seed in $(SEEDS); do \
 	  $(VENV)/bin/llmtrsr evaluate $(GATE_RUN) --seeds $$seed --baselines random,popularity \
 	    --reuse --no-progress || exit 1; \
 	  $(VENV)/bin/llmtrsr history-shuffle $(GATE_RUN) --seeds $$seed \
 	    --baselines random,popularity || exit 1; \
 	done
+
+gate: gate-seeds
 	$(VENV)/bin/llmtrsr evaluate $(GATE_RUN) --baselines random,popularity --reuse --no-progress
 	$(VENV)/bin/llmtrsr history-shuffle $(GATE_RUN) --baselines random,popularity
 	$(VENV)/bin/llmtrsr decide --params $(GATE) $(GATE_SETS)
@@ -68,20 +71,23 @@ gate-fields:
 
 # Issue 22, item 6: the laptop decision (params/laptop.yaml). Per training seed one command
 # trains and scores TALLRec, LLM-TRSR (both paradigms), the two controls, the fields variant
-# and CORE, scores zero-shot, Random and Popularity, and then the history shuffle of every
-# fine-tuned system (resumable: a finished system is read back); then all seeds are read back,
-# pooled and decided into figures/laptop/. SEEDS=43 runs one seed.
+# and CORE, and scores zero-shot, Random and Popularity; a second scores the history shuffle
+# of every fine-tuned system (both resumable: a finished system is read back). `make
+# decision-seeds SEEDS=43` runs one seed's two commands; `make decision` runs every seed's
+# and then reads all seeds back, pooled, into figures/laptop/ (a missing seed is trained there).
 DECISION := params/laptop.yaml
 DECISION_SYSTEMS ?= all,controls,variants
 DECISION_BASELINES ?= zero-shot,random,popularity,core
 DECISION_RUN = --params $(DECISION) --systems $(DECISION_SYSTEMS)
-decision: $(VENV)/.installed
+decision-seeds: $(VENV)/.installed
 	@for seed in $(SEEDS); do \
 	  $(VENV)/bin/llmtrsr evaluate $(DECISION_RUN) --seeds $$seed \
 	    --baselines $(DECISION_BASELINES) --reuse --no-progress || exit 1; \
 	  $(VENV)/bin/llmtrsr history-shuffle $(DECISION_RUN) --seeds $$seed \
 	    --baselines random,popularity || exit 1; \
 	done
+
+decision: decision-seeds
 	$(VENV)/bin/llmtrsr evaluate $(DECISION_RUN) --baselines $(DECISION_BASELINES) --reuse \
 	  --no-progress
 	$(VENV)/bin/llmtrsr history-shuffle $(DECISION_RUN) --baselines random,popularity

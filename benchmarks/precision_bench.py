@@ -4,14 +4,21 @@ SFT step and for scoring, on the laptop profile's real prompts.
 One run, the same model, users, prompts, LoRA settings and batch (the profile's: 2 user rows of
 1 + 6 tree-packed examples per micro-step), only the precision differs:
 
-(a) float32: what the kit runs on a CPU by default (``mixed_precision: none``);
-(b) bf16: the same trainer and scorer with bfloat16 autocast over float32 weights.
+(a) float32: what the kit runs on a CPU by default (``mixed_precision: none``, activation
+    checkpointing on);
+(b) bf16: the same trainer and scorer with bfloat16 autocast over float32 weights;
+(c) bf16 without activation checkpointing (``gradient_checkpointing: false``, the laptop
+    profile's training: 2 rows of at most ~600 tokens fit without it), training only.
 
 Timed: ``--steps`` optimizer steps after one warm-up step (nothing saved), then the test
 split's first ``--users`` users scored with the tree scorer (1 + 20 candidates each). Prints
 the rates of both, then
 
-    sft_ratio X          bf16 / float32 training examples/s
+    sft_ratio X          bf16 / float32 training examples/s (both with checkpointing)
+    nockpt_ratio X       bf16 without / with activation checkpointing, examples/s
+    laptop_ratio X       bf16 without checkpointing / float32 with it, examples/s
+    nockpt_weight_diff X max |LoRA weight| difference between (b) and (c) after the same
+                         seeded steps on the same batches (checkpointing only recomputes)
     score_ratio X        bf16 / float32 candidates/s
     loss_diff X          |float32 loss - bf16 loss| on the same batch and LoRA weights (nats)
     max_score_diff X     max |p(yes) float32 - p(yes) bf16| over the scored candidates
@@ -21,7 +28,9 @@ the rates of both, then
     same_rank_share X    share of users whose positive keeps its rank among the 21
     bf16_matmul_ratio X  a plain bf16 / float32 matrix product's rate (the hardware's ceiling)
 
-Goal on 2 CPU cores with avx512_bf16 (this machine): sft_ratio >= 1.5 with loss_diff < 0.05.
+Goal on 2 CPU cores with avx512_bf16 (this machine): sft_ratio >= 1.5 with loss_diff < 0.05,
+and laptop_ratio >= 2 with nockpt_weight_diff about 0 (checkpointing changes the time, not the
+result).
 A CPU without native bf16 shows bf16_matmul_ratio < 1: keep float32 there.
 
     .venv/bin/python benchmarks/precision_bench.py --params params/laptop.yaml --steps 3
@@ -53,13 +62,22 @@ from llmtrsr_utils.scoring import mixed_precision, score_llm, with_adapter
 PRECISIONS = ("none", "bf16")
 
 
-def with_precision(cfg, precision: str):
+# (name, mixed_precision, gradient_checkpointing) of the trainings timed, in this order.
+TRAININGS = (("none", "none", True), ("bf16", "bf16", True), ("bf16-nockpt", "bf16", False))
+
+
+def with_precision(cfg, precision: str, checkpointing: bool | None = None):
+    checkpointing = (cfg.recommender.gradient_checkpointing if checkpointing is None
+                     else checkpointing)
     return dataclasses.replace(cfg, recommender=dataclasses.replace(
-        cfg.recommender, mixed_precision=precision, dtype="float32"))
+        cfg.recommender, mixed_precision=precision, dtype="float32",
+        gradient_checkpointing=checkpointing))
 
 
-def train_rate(cfg, system: str, steps: int, out: Path) -> tuple[float, float]:
-    """(examples/s over ``steps`` timed steps, loss of the first batch at fixed LoRA weights)."""
+def train_rate(cfg, system: str, steps: int, out: Path
+               ) -> tuple[float, float, dict[str, torch.Tensor]]:
+    """(examples/s over ``steps`` timed steps, loss of the first batch at fixed LoRA weights,
+    the LoRA weights after the steps)."""
     trainer, info = build_trainer(resolve(cfg, system), out, progress=False,
                                   max_steps=steps + 1, save_strategy="no", logging_steps=1000)
     loss = fixed_batch_loss(trainer, cfg.recommender)
@@ -69,7 +87,8 @@ def train_rate(cfg, system: str, steps: int, out: Path) -> tuple[float, float]:
     trainer.train()
     durations = [b - a for a, b in zip([began, *timer.times], timer.times, strict=False)][1:]
     examples = info["batch"]["global_batch_size"]
-    return examples / (sum(durations) / len(durations)), loss
+    lora = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    return examples / (sum(durations) / len(durations)), loss, lora
 
 
 def fixed_batch_loss(trainer, rec) -> float:
@@ -108,12 +127,12 @@ def main() -> None:
 
     base = load_config(args.params, args.overrides)
     ensure_system_inputs(base, args.system, ("train", "test"), progress=False)
-    sft, losses, scores, score_rates = {}, {}, {}, {}
+    sft, losses, weights, scores, score_rates = {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as scratch:
-        for precision in PRECISIONS:
-            cfg = with_precision(base, precision)
-            sft[precision], losses[precision] = train_rate(
-                cfg, args.system, args.steps, Path(scratch) / precision)
+        for name, precision, checkpointing in TRAININGS:
+            cfg = with_precision(base, precision, checkpointing)
+            sft[name], losses[name], weights[name] = train_rate(
+                cfg, args.system, args.steps, Path(scratch) / name)
     run = resolve(base, args.system)
     rec = run.cfg.recommender
     model, tokenizer = load_causal_lm(rec.model, dtype="float32", cache_dir=base.cache_dir)
@@ -129,6 +148,7 @@ def main() -> None:
         score_rates[precision] = found.scores.size / found.seconds
         print(f"{precision:<5} SFT {sft[precision]:6.2f} examples/s  (loss {losses[precision]:.4f})"
               f"  scoring {score_rates[precision]:6.2f} candidates/s")
+    print(f"bf16  SFT {sft['bf16-nockpt']:6.2f} examples/s without activation checkpointing")
     ranks = {p: s.argsort(axis=1).argsort(axis=1) for p, s in scores.items()}
     spearman = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(ranks["none"], ranks["bf16"],
                                                                  strict=True)])
@@ -139,6 +159,11 @@ def main() -> None:
           f"{'with ' + args.adapter if args.adapter else 'without adapter'}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"sft_ratio {sft['bf16'] / sft['none']:.2f}")
+    print(f"nockpt_ratio {sft['bf16-nockpt'] / sft['bf16']:.2f}")
+    print(f"laptop_ratio {sft['bf16-nockpt'] / sft['none']:.2f}")
+    drift = max((weights["bf16"][name] - w).abs().max().item()
+                for name, w in weights["bf16-nockpt"].items())
+    print(f"nockpt_weight_diff {drift:.2e}")
     print(f"score_ratio {score_rates['bf16'] / score_rates['none']:.2f}")
     print(f"loss_diff {abs(losses['bf16'] - losses['none']):.2e}")
     print(f"max_score_diff {np.abs(scores['bf16'] - scores['none']).max():.2e}")

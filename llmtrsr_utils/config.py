@@ -240,9 +240,9 @@ class RecommenderConfig(ModelSettings):
     epochs: int = field(default=8, metadata=_at_least(1))
     # all: loss on every token (paper, eq. 1); answer: on the answer token only.
     loss_on: str = field(default="all", metadata=_choices("all", "answer"))
-    # Recompute activations in the backward pass: about 35% less memory, but a slower step:
-    # 1.48x float32 and 1.43x bf16 on 2 CPU cores (benchmarks/precision_bench.py, the
-    # gate's oracle-older prompts, --set recommender.gradient_checkpointing=false).
+    # Recompute activations in the backward pass: about 35% less memory, but a step about
+    # 1.5x slower on 2 CPU cores, the weights unchanged (benchmarks/precision_bench.py on the
+    # gate's oracle-older prompts: nockpt_ratio 1.54 in bf16, nockpt_weight_diff 0).
     gradient_checkpointing: bool = True
     save_total_limit: int | None = None  # kept checkpoints; None keeps all (for selection)
     # Checkpoints saved per epoch, evenly spaced in optimizer steps (the last at the end of

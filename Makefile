@@ -34,6 +34,24 @@ lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) --allow-root \
 	  --LabApp.news_url=None --ServerApp.root_dir=$(CURDIR) notebooks/
 
+# $(call seed_by_seed,RUN FLAGS,BASELINES): for each of $(SEEDS), `evaluate` (training what is
+# missing, reading back what is finished) and then the history shuffle, that seed only.
+# $(call pooled,RUN FLAGS,BASELINES): the same two commands on every seed the params list, read
+# back and pooled. A comma inside an argument is written $(comma).
+comma := ,
+define seed_by_seed
+@for seed in $(SEEDS); do \
+	  $(VENV)/bin/llmtrsr evaluate $(1) --seeds $$seed --baselines $(2) --reuse --no-progress \
+	    || exit 1; \
+	  $(VENV)/bin/llmtrsr history-shuffle $(1) --seeds $$seed --baselines random,popularity \
+	    || exit 1; \
+	done
+endef
+define pooled
+$(VENV)/bin/llmtrsr evaluate $(1) --baselines $(2) --reuse --no-progress
+	$(VENV)/bin/llmtrsr history-shuffle $(1) --baselines random,popularity
+endef
+
 # Issue 22's gate (params/laptop_gate.yaml): the two controls at item_num 0, one command per
 # training seed (each resumable, about 35 minutes on 2 cores), then all seeds read back and
 # pooled into figures/laptop_gate/ (a missing seed is trained there). `make gate-seeds
@@ -45,16 +63,10 @@ GATE_SYSTEMS ?= controls
 GATE_SETS ?=
 GATE_RUN = --params $(GATE) $(GATE_SETS) --systems $(GATE_SYSTEMS)
 gate-seeds: $(VENV)/.installed
-	@for seed in $(SEEDS); do \
-	  $(VENV)/bin/llmtrsr evaluate $(GATE_RUN) --seeds $$seed --baselines random,popularity \
-	    --reuse --no-progress || exit 1; \
-	  $(VENV)/bin/llmtrsr history-shuffle $(GATE_RUN) --seeds $$seed \
-	    --baselines random,popularity || exit 1; \
-	done
+	$(call seed_by_seed,$(GATE_RUN),random$(comma)popularity)
 
 gate: gate-seeds
-	$(VENV)/bin/llmtrsr evaluate $(GATE_RUN) --baselines random,popularity --reuse --no-progress
-	$(VENV)/bin/llmtrsr history-shuffle $(GATE_RUN) --baselines random,popularity
+	$(call pooled,$(GATE_RUN),random$(comma)popularity)
 	$(VENV)/bin/llmtrsr decide --params $(GATE) $(GATE_SETS)
 	$(VENV)/bin/llmtrsr figures --params $(GATE) $(GATE_SETS)
 
@@ -80,17 +92,10 @@ DECISION_SYSTEMS ?= all,controls,variants
 DECISION_BASELINES ?= zero-shot,random,popularity,core
 DECISION_RUN = --params $(DECISION) --systems $(DECISION_SYSTEMS)
 decision-seeds: $(VENV)/.installed
-	@for seed in $(SEEDS); do \
-	  $(VENV)/bin/llmtrsr evaluate $(DECISION_RUN) --seeds $$seed \
-	    --baselines $(DECISION_BASELINES) --reuse --no-progress || exit 1; \
-	  $(VENV)/bin/llmtrsr history-shuffle $(DECISION_RUN) --seeds $$seed \
-	    --baselines random,popularity || exit 1; \
-	done
+	$(call seed_by_seed,$(DECISION_RUN),$(DECISION_BASELINES))
 
 decision: decision-seeds
-	$(VENV)/bin/llmtrsr evaluate $(DECISION_RUN) --baselines $(DECISION_BASELINES) --reuse \
-	  --no-progress
-	$(VENV)/bin/llmtrsr history-shuffle $(DECISION_RUN) --baselines random,popularity
+	$(call pooled,$(DECISION_RUN),$(DECISION_BASELINES))
 	$(VENV)/bin/llmtrsr decide --params $(DECISION)
 	$(VENV)/bin/llmtrsr figures --params $(DECISION)
 

@@ -451,7 +451,8 @@ def load_embedding_model(name: str = "minilm-l6", *, device: str | None = None,
     else:
         source = str(resolved.hub_id)
     try:
-        return SentenceTransformer(source, device=device or default_device())
+        with quiet_loading():
+            return SentenceTransformer(source, device=device or default_device())
     except OSError as err:
         raise ModelLoadError(_offline_hint(name, err)) from err
 

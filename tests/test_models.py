@@ -127,7 +127,10 @@ def test_conversion_keeps_gguf_logits():
 
 
 @pytest.mark.slow
-def test_embedding_model_loads_offline():
+def test_embedding_model_loads_offline(capfd):
     encoder = models.load_embedding_model("minilm-l6", device="cpu")
     vectors = encoder.encode(["a space opera", "a romantic comedy"])
     assert vectors.shape == (2, 384)
+    # the "Loading weights" bar stays off as for the causal LMs (CORE printed one under
+    # --no-progress)
+    assert "Loading weights" not in capfd.readouterr().err

@@ -415,14 +415,16 @@ def test_merged_adapter_scores_equal_unmerged_and_leave_the_base_clean(tmp_path)
     merging for one checkpoint (keep_base) leaves the base's weights bit-identical."""
     from peft import LoraConfig, get_peft_model
 
+    from llmtrsr_utils.models import library_deprecations_silenced
     from llmtrsr_utils.scoring import with_adapter
 
     model, tokenizer = load_causal_lm("tiny-random-llama")
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.mul_(8)
-    lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear",
-                                            init_lora_weights=False))  # B != 0: a real change
+    with library_deprecations_silenced():  # peft reads a deprecated attribute, as in the kit
+        lora = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear",
+                                                init_lora_weights=False))  # B != 0: a change
     lora.save_pretrained(tmp_path / "checkpoint-1")
     base = lora.unload()
     before = {k: v.clone() for k, v in base.state_dict().items()}

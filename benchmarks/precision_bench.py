@@ -66,21 +66,19 @@ PRECISIONS = ("none", "bf16")
 TRAININGS = (("none", "none", True), ("bf16", "bf16", True), ("bf16-nockpt", "bf16", False))
 
 
-def with_precision(cfg, precision: str, checkpointing: bool | None = None):
-    checkpointing = (cfg.recommender.gradient_checkpointing if checkpointing is None
-                     else checkpointing)
+def with_precision(cfg, precision: str, checkpointing: bool):
     return dataclasses.replace(cfg, recommender=dataclasses.replace(
         cfg.recommender, mixed_precision=precision, dtype="float32",
         gradient_checkpointing=checkpointing))
 
 
-def train_rate(cfg, system: str, steps: int, out: Path
-               ) -> tuple[float, float, dict[str, torch.Tensor]]:
-    """(examples/s over ``steps`` timed steps, loss of the first batch at fixed LoRA weights,
-    the LoRA weights after the steps)."""
+def train_rate(cfg, system: str, steps: int, out: Path, with_loss: bool
+               ) -> tuple[float, float | None, dict[str, torch.Tensor]]:
+    """(examples/s over ``steps`` timed steps, loss of the first batch at fixed LoRA weights
+    when ``with_loss`` (else None: one forward saved), the LoRA weights after the steps)."""
     trainer, info = build_trainer(resolve(cfg, system), out, progress=False,
                                   max_steps=steps + 1, save_strategy="no", logging_steps=1000)
-    loss = fixed_batch_loss(trainer, cfg.recommender)
+    loss = fixed_batch_loss(trainer, cfg.recommender) if with_loss else None
     timer = StepTimes()
     trainer.add_callback(timer)
     began = time.perf_counter()
@@ -132,7 +130,8 @@ def main() -> None:
         for name, precision, checkpointing in TRAININGS:
             cfg = with_precision(base, precision, checkpointing)
             sft[name], losses[name], weights[name] = train_rate(
-                cfg, args.system, args.steps, Path(scratch) / name)
+                cfg, args.system, args.steps, Path(scratch) / name,
+                with_loss=name in PRECISIONS)
     run = resolve(base, args.system)
     rec = run.cfg.recommender
     model, tokenizer = load_causal_lm(rec.model, dtype="float32", cache_dir=base.cache_dir)

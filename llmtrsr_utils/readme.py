@@ -237,7 +237,17 @@ def value_diff(frame: pd.DataFrame, system: str, versus: str, metric: str = "rec
 
 
 def value_mean(frame: pd.DataFrame, system: str, metric: str = "recall@5") -> str:
-    rows = _selected(frame[frame["system"] == system])
+    """A system's test mean: a table2_values file's (pooled over seeds), or a one-seed results
+    file's selected row. A results file holding several seeds of the system is refused: its
+    last row would be one seed's figure, not the mean."""
+    own = frame[frame["system"] == system]
+    if "split" in own.columns and "seed" in own.columns:
+        test = own[(own["split"] == "test") & own["selected"].astype(bool)]
+        seeds = sorted(int(seed) for seed in test["seed"].unique())
+        if len(seeds) > 1:
+            raise ReadmeError(f"{system} has test rows of seeds {seeds}; "
+                              f"quote the mean over seeds from table2_values.csv")
+    rows = _selected(own)
     if rows.empty:
         raise ReadmeError(f"no selected test row of {system}")
     return f"{rows.iloc[-1][metric]:.2f}"

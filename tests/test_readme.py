@@ -94,3 +94,13 @@ def test_the_readme_quotes_its_numbers_through_values():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     kinds = [m.group("spec").split()[0] for m in readme.VALUE.finditer(text)]
     assert len(kinds) >= 20 and set(kinds) == {"diff", "mean", "rise"}
+
+
+def test_a_mean_is_not_quoted_from_one_seed_of_several(tmp_path):
+    (tmp_path / "figures").mkdir()
+    shutil.copy(ROOT / "figures" / "laptop_gate" / "results.csv", tmp_path / "figures")
+    shutil.copy(ROOT / "figures" / "laptop_gate" / "table2_values.csv", tmp_path / "figures")
+    with pytest.raises(readme.ReadmeError, match="seeds .*42.*43.*44.*table2_values.csv"):
+        readme.value("mean figures/results.csv oracle-older", tmp_path)
+    assert readme.value("mean figures/table2_values.csv oracle-older", tmp_path) == "0.66"
+    assert readme.value("mean figures/results.csv random", tmp_path) == "0.20"  # one seed

@@ -72,7 +72,10 @@ def _signed(value: float, low: float, high: float) -> str:
 
 
 def _p(value: float) -> str:
-    return "< 0.001" if value == 0 else f"**{value:.3f}**" if value < 0.05 else f"{value:.3f}"
+    """A p-value cell, bold below 0.05; 0 (below the bootstrap's 1/1000 resolution) is
+    ``< 0.001``, bold like any other significant one."""
+    return "**< 0.001**" if value == 0 else f"**{value:.3f}**" if value < 0.05 \
+        else f"{value:.3f}"
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -81,9 +84,17 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def _selected(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per system in Table 2 order: a table2_values file as it is, a results file's
-    selected test rows (the last per system)."""
+    selected test rows (the last per system). A results file holding several training seeds of
+    a system is refused: its last row would be one seed's figure, not the mean over seeds."""
     if "split" in frame.columns:
         frame = frame[(frame["split"] == "test") & frame["selected"].astype(bool)]
+        if "seed" in frame.columns:
+            seeds = frame.groupby("system")["seed"].nunique()
+            if (seeds > 1).any():
+                name = seeds[seeds > 1].index[0]
+                found = sorted(int(x) for x in frame.loc[frame["system"] == name, "seed"].unique())
+                raise ReadmeError(f"{name} has test rows of seeds {found}; quote the mean over "
+                                  f"seeds from table2_values.csv")
         frame = frame.drop_duplicates("system", keep="last")
     order = systems.order_names(frame["system"])
     return frame.set_index("system").loc[order].reset_index()
@@ -238,16 +249,8 @@ def value_diff(frame: pd.DataFrame, system: str, versus: str, metric: str = "rec
 
 def value_mean(frame: pd.DataFrame, system: str, metric: str = "recall@5") -> str:
     """A system's test mean: a table2_values file's (pooled over seeds), or a one-seed results
-    file's selected row. A results file holding several seeds of the system is refused: its
-    last row would be one seed's figure, not the mean."""
-    own = frame[frame["system"] == system]
-    if "split" in own.columns and "seed" in own.columns:
-        test = own[(own["split"] == "test") & own["selected"].astype(bool)]
-        seeds = sorted(int(seed) for seed in test["seed"].unique())
-        if len(seeds) > 1:
-            raise ReadmeError(f"{system} has test rows of seeds {seeds}; "
-                              f"quote the mean over seeds from table2_values.csv")
-    rows = _selected(own)
+    file's selected row (a results file of several seeds is refused, see ``_selected``)."""
+    rows = _selected(frame[frame["system"] == system])
     if rows.empty:
         raise ReadmeError(f"no selected test row of {system}")
     return f"{rows.iloc[-1][metric]:.2f}"

@@ -26,7 +26,8 @@ def test_a_changed_csv_or_a_hand_edited_number_is_caught(tmp_path):
     from llmtrsr_utils.cli import main
 
     (tmp_path / "figures").mkdir()
-    shutil.copy(ROOT / "figures" / "laptop" / "results.csv", tmp_path / "figures" / "r.csv")
+    shutil.copy(ROOT / "figures" / "laptop_1epoch" / "results.csv",
+                tmp_path / "figures" / "r.csv")  # one seed
     page = tmp_path / "README.md"
     page.write_text("intro\n<!-- generated: table2 figures/r.csv -->\n<!-- end generated -->\n"
                     "outro\n", encoding="utf-8")
@@ -69,7 +70,7 @@ def test_provenance_names_the_commit_of_every_seed_of_a_pooled_system():
 def test_an_inline_value_is_made_from_its_csv_and_a_hand_edit_is_caught(tmp_path):
     (tmp_path / "figures").mkdir()
     for name in ("paired_tests.csv", "results.csv", "learning_curve.csv"):
-        shutil.copy(ROOT / "figures" / "laptop" / name, tmp_path / "figures" / name)
+        shutil.copy(ROOT / "figures" / "laptop_1epoch" / name, tmp_path / "figures" / name)
     page = ("TALLRec beats zero-shot by <!-- value: diff figures/paired_tests.csv tallrec "
             "zero-shot --><!-- end value --> in Recall@5, reaching <!-- value: mean "
             "figures/results.csv tallrec --><!-- end value --> (curve <!-- value: rise "
@@ -96,7 +97,7 @@ def test_the_readme_quotes_its_numbers_through_values():
     assert len(kinds) >= 20 and set(kinds) == {"diff", "mean", "rise"}
 
 
-def test_a_mean_is_not_quoted_from_one_seed_of_several(tmp_path):
+def test_a_mean_or_a_table_is_not_quoted_from_one_seed_of_several(tmp_path):
     (tmp_path / "figures").mkdir()
     shutil.copy(ROOT / "figures" / "laptop_gate" / "results.csv", tmp_path / "figures")
     shutil.copy(ROOT / "figures" / "laptop_gate" / "table2_values.csv", tmp_path / "figures")
@@ -104,3 +105,5 @@ def test_a_mean_is_not_quoted_from_one_seed_of_several(tmp_path):
         readme.value("mean figures/results.csv oracle-older", tmp_path)
     assert readme.value("mean figures/table2_values.csv oracle-older", tmp_path) == "0.66"
     assert readme.value("mean figures/results.csv random", tmp_path) == "0.20"  # one seed
+    with pytest.raises(readme.ReadmeError, match="seeds .*42.*43.*44.*table2_values.csv"):
+        readme.block("table2 figures/results.csv", tmp_path)

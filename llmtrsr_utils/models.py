@@ -17,6 +17,7 @@ logits. Weights load from safetensors or GGUF only; ``trust_remote_code`` stays 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import logging
@@ -228,16 +229,18 @@ def converted_dir(name: str, cache_dir: str | Path | None = None) -> Path:
         if (target / "llmtrsr_source.json").is_file():  # another process converted it meanwhile
             return target
         log.info("converting %s from GGUF once (15-60 s): %s -> %s", name, gguf, target)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
-        # GGUF weights are dequantized to float32 on load; drop the flag that blocks saving.
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial, safe_serialization=True)
-        tokenizer.save_pretrained(partial)
+        with quiet_loading():  # three bars: converting, loading, writing shards
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                         dtype=torch.float32)
+            # GGUF weights are dequantized to float32 on load; drop the flag that blocks
+            # saving.
+            if getattr(model, "hf_quantizer", None) is not None:
+                model.hf_quantizer.remove_quantization_config(model)
+            model.save_pretrained(partial, safe_serialization=True)
+            tokenizer.save_pretrained(partial)
         (partial / "llmtrsr_source.json").write_text(json.dumps(
             {"name": name, "gguf_file": gguf.name, "gguf_sha256": digest, "source": spec.source},
             indent=2))
@@ -336,20 +339,27 @@ def context_length(name: str, *, revision: str | None = None, trust_remote_code:
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """transformers' "Loading weights" bar off while a model loads, unless the user asked for
-    details (``llmtrsr -v`` sets the root logger to INFO): a saved notebook held one bar per
-    model load (issue 23)."""
-    from transformers.utils import logging as hf_logging
-
-    if logging.getLogger().isEnabledFor(logging.INFO) or \
-            not hf_logging.is_progress_bar_enabled():
+    """transformers' progress bars off while a model loads or converts, unless the user asked
+    for details (``llmtrsr -v`` sets the root logger to INFO): a saved notebook held one bar per
+    model load (issue 23), a cold run three more per GGUF conversion."""
+    if logging.getLogger().isEnabledFor(logging.INFO):
         yield
         return
+    from transformers import modeling_gguf_pytorch_utils as gguf_reader
+    from transformers.utils import logging as hf_logging
+
+    # The GGUF reader draws its "Converting and de-quantizing" bar with tqdm.auto itself, which
+    # transformers' switch does not reach: its module's tqdm is swapped for a disabled one.
+    gguf_bar = gguf_reader.tqdm
+    bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    gguf_reader.tqdm = functools.partial(gguf_bar, disable=True)
     try:
         yield
     finally:
-        hf_logging.enable_progress_bar()
+        gguf_reader.tqdm = gguf_bar
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

@@ -134,3 +134,20 @@ def test_embedding_model_loads_offline(capfd):
     # the "Loading weights" bar stays off as for the causal LMs (CORE printed one under
     # --no-progress)
     assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_quiet_loading_silences_the_gguf_conversion_bar_and_restores_it(capfd):
+    """A cold run printed transformers' GGUF "Converting and de-quantizing" bar (tqdm.auto,
+    outside transformers' progress switch) under --no-progress."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_reader
+    from transformers.utils import logging as hf_logging
+
+    original = gguf_reader.tqdm
+    desc = "Converting and de-quantizing GGUF tensors..."
+    with models.quiet_loading():
+        assert list(gguf_reader.tqdm(range(3), desc=desc)) == [0, 1, 2]
+        list(hf_logging.tqdm(range(3), desc="Writing model shards"))
+    assert capfd.readouterr().err == ""
+    assert gguf_reader.tqdm is original and hf_logging.is_progress_bar_enabled()
+    list(gguf_reader.tqdm(range(3), desc=desc))  # outside, the bar is drawn as before
+    assert "Converting and de-quantizing" in capfd.readouterr().err

@@ -358,6 +358,95 @@ def rows_for(table: pd.DataFrame, cfg: Config, spec: Grid | None = None) -> pd.D
     return rows.set_index("point_key").loc[[k for k in keys if k in present]].reset_index()
 
 
+def point_tables(cfg: Config, system: str) -> list[pd.DataFrame]:
+    """Per-user test metrics of a grid point, one table per training seed of ``cfg`` that its
+    work dir holds (the selected test rows' score files; a seed evaluated twice: the later).
+
+    Raises:
+        LookupError: no selected test row of ``system`` under these params and seeds.
+    """
+    from llmtrsr_utils.results import load_results, results_dir, seed_tables
+
+    results = load_results(cfg)
+    rows = results[(results["params_hash"] == cfg.fingerprint())
+                   & results["seed"].isin(cfg.training_seeds)]
+    tables = seed_tables(rows, results_dir(cfg), system)
+    if not tables:
+        raise LookupError(f"{results_dir(cfg)}: no selected test row of {system} with these "
+                          f"params and seeds {cfg.training_seeds}")
+    return tables
+
+
+ANCHORED_COLUMNS = ["point", "system", "summarizer", "group", "metric", "mean", "ci_low",
+                    "ci_high", "n_seeds", "seed_min", "seed_max", "versus", "diff",
+                    "diff_ci_low", "diff_ci_high", "p_value", "git_commits"]
+
+
+def anchored_tests(cfg: Config, spec: Grid, rows: pd.DataFrame) -> pd.DataFrame:
+    """An anchored grid's figures as numbers: every point's mean over seeds with its 95% CI,
+    and its paired test against each anchor at the same values of the other axes (Figure 11
+    anchored: each summarizer against NULL and against the older titles, per item_num).
+
+    The tests are :func:`llmtrsr_utils.metrics.paired_bootstrap`, pooled over the training
+    seeds (each side's seeds resampled independently: a point's seed 43 adapter has nothing to
+    do with an anchor's), over the same test users and candidates. Computed from the score
+    files in each point's work dir, so ``llmtrsr figures`` can write it without rerunning.
+
+    Args:
+        cfg: the profile the grid ran on (its base params).
+        spec: the grid; without ``anchors`` there is nothing to compare and the table is empty.
+        rows: the grid's finished rows for ``cfg`` (:func:`rows_for`).
+
+    Returns:
+        One row per point and metric with ``versus`` empty (the point's own values), then one
+        per point, metric and anchor (``versus``: the anchor system; ``diff``: point minus
+        anchor, with its CI and p); ``group`` names the other axes' values (``item_num 0``),
+        ``summarizer`` the anchor axis's value (empty for an anchor), ``git_commits`` the
+        commits that made the point's seeds. Columns :data:`ANCHORED_COLUMNS`.
+    """
+    from llmtrsr_utils import metrics
+    from llmtrsr_utils.results import load_results
+
+    if not spec.anchors or rows.empty:
+        return pd.DataFrame(columns=ANCHORED_COLUMNS)
+    by_key = {point_key(c, p.system): (p, c)
+              for p, c in zip(expand(spec), point_configs(cfg, spec), strict=True)}
+    others = [k for k in spec.axes if k not in (spec.anchor_axis, SYSTEM_AXIS)]
+    points = []
+    for key in rows["point_key"]:
+        point, point_cfg = by_key[key]
+        results = load_results(point_cfg)
+        made = results[(results["params_hash"] == point_cfg.fingerprint())
+                       & (results["system"] == point.system) & (results["split"] == "test")
+                       & results["seed"].isin(point_cfg.training_seeds)]
+        group = ", ".join(f"{k.rsplit('.', 1)[-1]} {point.values[k]}" for k in others)
+        points.append({
+            "point": point.name, "system": point.system, "group": group,
+            "summarizer": "" if point.system in spec.anchors else str(
+                point.values[spec.anchor_axis]),
+            "tables": point_tables(point_cfg, point.system), "seed": point_cfg.seed,
+            "git_commits": " ".join(sorted(set(made["git_commit"].dropna().astype(str))))})
+    out = []
+    for metric in metrics.METRICS:
+        for p in points:
+            ci = metrics.pooled_ci(p["tables"], seed=p["seed"], metrics=[metric]).loc[metric]
+            own = {"point": p["point"], "system": p["system"], "summarizer": p["summarizer"],
+                   "group": p["group"], "metric": metric, "mean": ci["mean"],
+                   "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+                   "n_seeds": int(ci["n_seeds"]), "seed_min": ci["seed_min"],
+                   "seed_max": ci["seed_max"], "git_commits": p["git_commits"]}
+            out.append({**own, "versus": ""})
+            for anchor in (a for a in points
+                           if a["system"] in spec.anchors and a["group"] == p["group"]
+                           and a["system"] != p["system"]):
+                test = metrics.paired_bootstrap(p["tables"], anchor["tables"], metric,
+                                                seed=p["seed"])
+                out.append({**own, "versus": anchor["system"], "diff": test["diff"],
+                            "diff_ci_low": test["ci_low"], "diff_ci_high": test["ci_high"],
+                            "p_value": test["p_value"]})
+    return pd.DataFrame(out, columns=ANCHORED_COLUMNS)
+
+
 class GridFailedError(RuntimeError):
     """Some grid points failed; the others finished and are in the results table."""
 

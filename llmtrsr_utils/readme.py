@@ -21,7 +21,10 @@ unrounded CSV column. Kinds:
 - ``shuffle <history_shuffle.csv> [metric]``: the history shuffle;
 - ``decision <decision.csv> [metric]``: the decision table (:mod:`llmtrsr_utils.decision`);
 - ``probe <summary_probe.csv> [split]``: the summary probe's screen of summarizer settings
-  (:mod:`llmtrsr_utils.summary_probe`).
+  (:mod:`llmtrsr_utils.summary_probe`);
+- ``anchored <figure11_anchored.csv> [metric]``: an anchored grid's points, per group of the
+  other axes, between its anchors, each with its paired test against every anchor
+  (:func:`llmtrsr_utils.grid.anchored_tests`).
 
 A number quoted in the prose is generated the same way, inline, between
 ``<!-- value: <kind> <csv> [args] -->`` and ``<!-- end value -->`` (:data:`VALUE_KINDS`):
@@ -29,7 +32,9 @@ A number quoted in the prose is generated the same way, inline, between
 - ``diff <paired_tests.csv> <system> <versus> [metric]``: ``+0.19 (p 0.006)``;
 - ``mean <results.csv | table2_values.csv> <system> [metric]``: the selected test row's value,
   ``0.44``;
-- ``rise <learning_curve.csv> <system> [metric]``: the validation curve, ``0.25 → 0.40 → 0.60``.
+- ``rise <learning_curve.csv> <system> [metric]``: the validation curve, ``0.25 → 0.40 → 0.60``;
+- ``gap <figure11_anchored.csv> <point> <anchor> [metric]``: a grid point against an anchor of
+  its group, ``+0.23 (p < 0.001)``.
 
 Written here because no library renders these tables from these files; pandas' ``to_markdown``
 does the table layout.
@@ -229,22 +234,59 @@ def probe(frame: pd.DataFrame, split: str = "valid") -> str:
     return _markdown(out)
 
 
+def anchored(frame: pd.DataFrame, metric: str = "recall@5") -> str:
+    """Per group (``item_num 0``): the first anchor, the points in grid order, the last anchor;
+    each with its mean over seeds [95% CI], its spread across seeds and its paired difference
+    from every anchor of the group."""
+    frame = frame.assign(versus=frame["versus"].fillna(""),
+                         summarizer=frame["summarizer"].fillna(""))
+    rows = frame[frame["metric"] == metric]
+    own = rows[rows["versus"] == ""]
+    anchors = systems.order_names(own.loc[own["summarizer"] == "", "system"])
+    lines = []
+    for group, part in own.groupby("group", sort=False):
+        ends = [part[part["system"] == a] for a in anchors]
+        middle = part[part["summarizer"] != ""]
+        for _, r in pd.concat([*ends[:1], middle, *ends[1:]]).iterrows():
+            line = {"history in the prompt": group,
+                    "summary slot": r["summarizer"] or systems.label(r["system"]),
+                    "seeds": str(int(r["n_seeds"])),
+                    f"{_name(metric)} [95% CI]": f"{r['mean']:.2f} [{r['ci_low']:.2f}, "
+                                                 f"{r['ci_high']:.2f}]",
+                    "across seeds": f"{r['seed_min']:.2f} to {r['seed_max']:.2f}"}
+            for anchor in anchors:
+                test = rows[(rows["point"] == r["point"]) & (rows["versus"] == anchor)]
+                name = systems.label(anchor)
+                line[f"minus {name} [95% CI]"] = "" if test.empty else _signed(
+                    test["diff"].iloc[0], test["diff_ci_low"].iloc[0],
+                    test["diff_ci_high"].iloc[0])
+                line[f"p vs {name}"] = "" if test.empty else _p(test["p_value"].iloc[0])
+            lines.append(line)
+    return _markdown(pd.DataFrame(lines))
+
+
 KINDS: dict[str, Callable[..., str]] = {
     "table2": table2, "provenance": provenance, "paired": paired, "curve": curve,
-    "shuffle": shuffle, "decision": decision_table, "probe": probe}
+    "shuffle": shuffle, "decision": decision_table, "probe": probe, "anchored": anchored}
 
 
 def _p_plain(value: float) -> str:
     return "p < 0.001" if value == 0 else f"p {value:.3f}"
 
 
-def value_diff(frame: pd.DataFrame, system: str, versus: str, metric: str = "recall@5") -> str:
-    rows = frame[(frame["system"] == system) & (frame["versus"] == versus)
+def _diff_text(frame: pd.DataFrame, column: str, name: str, versus: str, metric: str) -> str:
+    """``+0.19 (p 0.006)``: the paired test of the row whose ``column`` is ``name``."""
+    rows = frame[(frame[column] == name) & (frame["versus"] == versus)
                  & (frame["metric"] == metric)]
     if rows.empty:
-        raise ReadmeError(f"no paired test of {system} against {versus} on {metric}")
+        what = "point " if column == "point" else ""
+        raise ReadmeError(f"no paired test of {what}{name} against {versus} on {metric}")
     row = rows.iloc[-1]
     return f"{row['diff']:+.2f} ({_p_plain(row['p_value'])})"
+
+
+def value_diff(frame: pd.DataFrame, system: str, versus: str, metric: str = "recall@5") -> str:
+    return _diff_text(frame, "system", system, versus, metric)
 
 
 def value_mean(frame: pd.DataFrame, system: str, metric: str = "recall@5") -> str:
@@ -263,8 +305,12 @@ def value_rise(frame: pd.DataFrame, system: str, metric: str = "recall@5") -> st
     return " → ".join(f"{v:.2f}" for v in rows[metric])
 
 
+def value_gap(frame: pd.DataFrame, point: str, versus: str, metric: str = "recall@5") -> str:
+    return _diff_text(frame, "point", point, versus, metric)
+
+
 VALUE_KINDS: dict[str, Callable[..., str]] = {
-    "diff": value_diff, "mean": value_mean, "rise": value_rise}
+    "diff": value_diff, "mean": value_mean, "rise": value_rise, "gap": value_gap}
 
 
 def _made(spec: str, root: Path, kinds: dict[str, Callable[..., str]], what: str) -> str:

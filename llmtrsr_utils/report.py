@@ -12,7 +12,13 @@ import pandas as pd
 
 from llmtrsr_utils import efficiency, grid, plots
 from llmtrsr_utils.config import Config, project_root
-from llmtrsr_utils.results import load_results, results_dir, selected_test_rows, write_report
+from llmtrsr_utils.results import (
+    load_results,
+    results_dir,
+    selected_test_rows,
+    write_csv,
+    write_report,
+)
 
 
 def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path], list[str]]:
@@ -47,6 +53,13 @@ def redraw(cfg: Config, grid_files: list[Path] | None = None) -> tuple[list[Path
                 missing.append(f"{spec.figure}: no rows for these params in {path}")
             continue
         written += plots.GRID_FIGURES[spec.figure](rows, out, spec.figure)
+        if spec.anchors:  # the figure's numbers, with each point's test against its anchors
+            try:
+                tests = grid.anchored_tests(cfg, spec, rows)
+            except (FileNotFoundError, LookupError) as err:
+                missing.append(f"{spec.figure}.csv: {err}")
+            else:
+                written.append(write_csv(tests, out / f"{spec.figure}.csv", index=False))
     table_path = efficiency.efficiency_path(cfg)
     table = pd.read_parquet(table_path) if table_path.is_file() else None
     if table is not None and (table["params_hash"] == cfg.fingerprint()).any():

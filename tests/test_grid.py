@@ -210,3 +210,63 @@ def test_anchors_run_once_per_other_axes_and_close_both_ends_of_the_figure(tmp_p
     assert drawn[0] == ["Control: no summary (NULL)", "smollm2-135m", "gemma3-270m",
                         "Control: older items verbatim"]
     assert len(drawn) == 4 and {p.suffix for p in files} == {".png", ".pdf"}
+
+
+def test_anchored_grid_writes_its_numbers_with_paired_tests_against_each_anchor(
+        tmp_path, movielens_dir):
+    """An anchored grid's table (``llmtrsr figures`` writes it beside the figure, the README's
+    ``anchored`` block renders it): each point pooled over its seeds, and tested against every
+    anchor of its group. The pooled means are the per-seed rows' means, so the right adapters
+    and seeds were read."""
+    from llmtrsr_utils import readme, report
+    from llmtrsr_utils.results import load_results
+
+    grid_file = write_grid(
+        tmp_path / "anchored.yaml",
+        {"summarizer.model": ["tiny-random-llama"], "recommender.item_num": [0],
+         "system": ["llmtrsr-hierarchical"]},
+        anchors=["null-summary", "oracle-older"], anchor_axis="summarizer.model",
+        figure="figure11_anchored")
+    overrides = smoke_overrides(tmp_path / "work", movielens_dir,
+                                f"summarizer.cache_file={tmp_path / 'gen.sqlite'}", "seeds=[1,2]")
+    ran = grid.run_grid(grid_file, SMOKE, overrides, executor="inprocess")
+    assert not ran.failed and len(ran.ran) == 3
+    cfg = load_config(SMOKE, overrides)
+    spec = grid.load_grid(grid_file)
+    tests = grid.anchored_tests(cfg, spec, ran.rows(cfg))
+    recall = tests[tests["metric"] == "recall@5"]
+    own = recall[recall["versus"] == ""].set_index("system")
+    assert list(own.index) == ["llmtrsr-hierarchical", "null-summary", "oracle-older"]
+    assert list(own["summarizer"]) == ["tiny-random-llama", "", ""]
+    assert set(own["group"]) == {"item_num 0"} and set(own["n_seeds"]) == {2}
+    results = load_results(cfg)
+    for point_cfg, point in zip(grid.point_configs(cfg, spec), grid.expand(spec), strict=True):
+        seeds = results[(results["system"] == point.system) & (results["split"] == "test")
+                        & results["selected"]
+                        & (results["params_hash"] == point_cfg.fingerprint())]
+        assert sorted(seeds["seed"]) == [1, 2]
+        assert own.loc[point.system, "mean"] == pytest.approx(seeds["recall@5"].mean())
+    pairs = recall[recall["versus"] != ""]
+    assert sorted(zip(pairs["system"], pairs["versus"], strict=True)) == [
+        ("llmtrsr-hierarchical", "null-summary"), ("llmtrsr-hierarchical", "oracle-older"),
+        ("null-summary", "oracle-older"), ("oracle-older", "null-summary")]
+    for _, row in pairs.iterrows():
+        assert row["diff"] == pytest.approx(own.loc[row["system"], "mean"]
+                                            - own.loc[row["versus"], "mean"])
+        assert row["diff_ci_low"] <= row["diff"] <= row["diff_ci_high"]
+        assert 0 <= row["p_value"] <= 1
+
+    written, _ = report.redraw(cfg, [grid_file])
+    csv = cfg.figures_path / "figure11_anchored.csv"
+    assert csv in written
+    frame = pd.read_csv(csv)
+    table = readme.anchored(frame).splitlines()
+    assert [line.split("|")[2].strip() for line in table[2:]] == [
+        "Control: no summary (NULL)", "tiny-random-llama",
+        "Control: older items verbatim"]
+    gap = recall[(recall["system"] == "oracle-older") & (recall["versus"] == "null-summary")]
+    point = gap["point"].iloc[0]
+    assert readme.value_gap(frame, point, "null-summary") == (
+        f"{gap['diff'].iloc[0]:+.2f} ({readme._p_plain(gap['p_value'].iloc[0])})")
+    with pytest.raises(readme.ReadmeError, match="no paired test of point"):
+        readme.value_gap(frame, point, "tallrec")

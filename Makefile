@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export PYTHONHASHSEED := 0
 
-.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate gate-seeds gate-fields decision decision-seeds lab
+.PHONY: reproduce test test-pythons install install-dev lint notebooks-clean clean gate gate-seeds gate-fields decision decision-seeds figure11-anchored lab
 
 $(VENV)/.installed: pyproject.toml requirements-models.txt
 	@test -n "$(PYTHON)" || { echo "no python3.11, 3.12 or 3.13 found: set PYTHON=/path/to/python"; exit 1; }
@@ -97,6 +97,17 @@ decision-seeds: $(VENV)/.installed
 decision: decision-seeds
 	$(call pooled,$(DECISION_RUN),$(DECISION_BASELINES))
 	$(VENV)/bin/llmtrsr decide --params $(DECISION)
+	$(VENV)/bin/llmtrsr figures --params $(DECISION)
+
+# Issue 22, item 4: Figure 11 anchored (params/studies/summarizer_anchored.yaml) on the decision
+# profile, every seed it lists: LLM-TRSR-Hierarchical with each summarizer between the NULL and
+# older-titles controls, at item_num 0 and 3. 8 points x 3 seeds; the item_num-3 SmolLM2 points
+# are the decision run's adapters and scores (read back when `make decision` ran in this work
+# dir), the other 15 trainings take about 5 minutes each on 2 cores. `llmtrsr figures` draws
+# figures/laptop/figure11_anchored.png and writes figure11_anchored.csv (each point against
+# each control, pooled over seeds). Resumable: a finished point is skipped.
+figure11-anchored: $(VENV)/.installed
+	$(VENV)/bin/llmtrsr run-grid params/studies/summarizer_anchored.yaml --params $(DECISION)
 	$(VENV)/bin/llmtrsr figures --params $(DECISION)
 
 test: $(VENV)/.installed-dev

@@ -379,7 +379,8 @@ def point_tables(cfg: Config, system: str) -> list[pd.DataFrame]:
 
 ANCHORED_COLUMNS = ["point", "system", "summarizer", "group", "metric", "mean", "ci_low",
                     "ci_high", "n_seeds", "seed_min", "seed_max", "versus", "diff",
-                    "diff_ci_low", "diff_ci_high", "p_value", "git_commits"]
+                    "diff_ci_low", "diff_ci_high", "p_value", "git_commits", "torch",
+                    "hardware"]
 
 
 def anchored_tests(cfg: Config, spec: Grid, rows: pd.DataFrame) -> pd.DataFrame:
@@ -402,7 +403,8 @@ def anchored_tests(cfg: Config, spec: Grid, rows: pd.DataFrame) -> pd.DataFrame:
         per point, metric and anchor (``versus``: the anchor system; ``diff``: point minus
         anchor, with its CI and p); ``group`` names the other axes' values (``item_num 0``),
         ``summarizer`` the anchor axis's value (empty for an anchor), ``git_commits`` the
-        commits that made the point's seeds. Columns :data:`ANCHORED_COLUMNS`.
+        commits that made the point's seeds' test rows, ``torch`` and ``hardware`` theirs.
+        Columns :data:`ANCHORED_COLUMNS`.
     """
     from llmtrsr_utils import metrics
     from llmtrsr_utils.results import load_results
@@ -425,7 +427,10 @@ def anchored_tests(cfg: Config, spec: Grid, rows: pd.DataFrame) -> pd.DataFrame:
             "summarizer": "" if point.system in spec.anchors else str(
                 point.values[spec.anchor_axis]),
             "tables": point_tables(point_cfg, point.system), "seed": point_cfg.seed,
-            "git_commits": " ".join(sorted(set(made["git_commit"].dropna().astype(str))))})
+            "git_commits": " ".join(sorted(set(made["git_commit"].dropna().astype(str)))),
+            "torch": " ".join(sorted({json.loads(v).get("torch", "?")
+                                      for v in made["library_versions"].dropna()})),
+            "hardware": "; ".join(sorted(set(made["hardware"].dropna().astype(str))))})
     out = []
     for metric in metrics.METRICS:
         for p in points:
@@ -434,7 +439,8 @@ def anchored_tests(cfg: Config, spec: Grid, rows: pd.DataFrame) -> pd.DataFrame:
                    "group": p["group"], "metric": metric, "mean": ci["mean"],
                    "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
                    "n_seeds": int(ci["n_seeds"]), "seed_min": ci["seed_min"],
-                   "seed_max": ci["seed_max"], "git_commits": p["git_commits"]}
+                   "seed_max": ci["seed_max"], "git_commits": p["git_commits"],
+                   "torch": p["torch"], "hardware": p["hardware"]}
             out.append({**own, "versus": ""})
             for anchor in (a for a in points
                            if a["system"] in spec.anchors and a["group"] == p["group"]

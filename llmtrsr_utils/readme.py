@@ -262,7 +262,18 @@ def anchored(frame: pd.DataFrame, metric: str = "recall@5") -> str:
                     test["diff_ci_high"].iloc[0])
                 line[f"p vs {name}"] = "" if test.empty else _p(test["p_value"].iloc[0])
             lines.append(line)
-    return _markdown(pd.DataFrame(lines))
+    made = own.drop_duplicates("point")
+    sources = []
+    for commits, part in made.groupby(made["git_commits"].fillna("unknown"), sort=False):
+        names = ", ".join(f"{r['summarizer'] or systems.label(r['system'])} ({r['group']})"
+                          for _, r in part.iterrows())
+        shown = ", ".join(f"{c.removesuffix('+dirty')[:7]} ("
+                          f"{'with uncommitted changes' if c.endswith('+dirty') else 'clean tree'})"
+                          for c in str(commits).split())
+        sources.append(f"- {names}: commit{'s' if ' ' in str(commits) else ''} {shown}, torch "
+                       f"{', '.join(sorted(set(part['torch'].dropna())))}, "
+                       f"{', '.join(sorted(set(part['hardware'].dropna())))}")
+    return _markdown(pd.DataFrame(lines)) + "\nMade by:\n\n" + "\n".join(sources) + "\n"
 
 
 KINDS: dict[str, Callable[..., str]] = {

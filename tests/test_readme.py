@@ -94,7 +94,7 @@ def test_an_inline_value_is_made_from_its_csv_and_a_hand_edit_is_caught(tmp_path
 def test_the_readme_quotes_its_numbers_through_values():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     kinds = [m.group("spec").split()[0] for m in readme.VALUE.finditer(text)]
-    assert len(kinds) >= 20 and set(kinds) == {"diff", "mean", "rise"}
+    assert len(kinds) >= 20 and set(kinds) == {"diff", "gap", "mean", "rise"}
 
 
 def test_a_mean_or_a_table_is_not_quoted_from_one_seed_of_several(tmp_path):

@@ -358,18 +358,29 @@ def rows_for(table: pd.DataFrame, cfg: Config, spec: Grid | None = None) -> pd.D
     return rows.set_index("point_key").loc[[k for k in keys if k in present]].reset_index()
 
 
-def point_tables(cfg: Config, system: str) -> list[pd.DataFrame]:
+def point_rows(cfg: Config) -> pd.DataFrame:
+    """The results rows a grid point's params made for its training seeds (its work dir keeps
+    other params' rows beside them)."""
+    from llmtrsr_utils.results import load_results
+
+    results = load_results(cfg, current=True)
+    return results[results["seed"].isin(cfg.training_seeds)]
+
+
+def point_tables(cfg: Config, system: str, rows: pd.DataFrame | None = None
+                 ) -> list[pd.DataFrame]:
     """Per-user test metrics of a grid point, one table per training seed of ``cfg`` that its
     work dir holds (the selected test rows' score files; a seed evaluated twice: the later).
+
+    Args:
+        rows: :func:`point_rows` of ``cfg`` when the caller has read them already.
 
     Raises:
         LookupError: no selected test row of ``system`` under these params and seeds.
     """
-    from llmtrsr_utils.results import load_results, results_dir, seed_tables
+    from llmtrsr_utils.results import results_dir, seed_tables
 
-    results = load_results(cfg)
-    rows = results[(results["params_hash"] == cfg.fingerprint())
-                   & results["seed"].isin(cfg.training_seeds)]
+    rows = point_rows(cfg) if rows is None else rows
     tables = seed_tables(rows, results_dir(cfg), system)
     if not tables:
         raise LookupError(f"{results_dir(cfg)}: no selected test row of {system} with these "
@@ -407,7 +418,7 @@ def anchored_tests(cfg: Config, spec: Grid, rows: pd.DataFrame) -> pd.DataFrame:
         Columns :data:`ANCHORED_COLUMNS`.
     """
     from llmtrsr_utils import metrics
-    from llmtrsr_utils.results import load_results
+    from llmtrsr_utils.results import torch_versions
 
     if not spec.anchors or rows.empty:
         return pd.DataFrame(columns=ANCHORED_COLUMNS)
@@ -417,19 +428,16 @@ def anchored_tests(cfg: Config, spec: Grid, rows: pd.DataFrame) -> pd.DataFrame:
     points = []
     for key in rows["point_key"]:
         point, point_cfg = by_key[key]
-        results = load_results(point_cfg)
-        made = results[(results["params_hash"] == point_cfg.fingerprint())
-                       & (results["system"] == point.system) & (results["split"] == "test")
-                       & results["seed"].isin(point_cfg.training_seeds)]
+        stored = point_rows(point_cfg)
+        made = stored[(stored["system"] == point.system) & (stored["split"] == "test")]
         group = ", ".join(f"{k.rsplit('.', 1)[-1]} {point.values[k]}" for k in others)
         points.append({
             "point": point.name, "system": point.system, "group": group,
             "summarizer": "" if point.system in spec.anchors else str(
                 point.values[spec.anchor_axis]),
-            "tables": point_tables(point_cfg, point.system), "seed": point_cfg.seed,
+            "tables": point_tables(point_cfg, point.system, stored), "seed": point_cfg.seed,
             "git_commits": " ".join(sorted(set(made["git_commit"].dropna().astype(str)))),
-            "torch": " ".join(sorted({json.loads(v).get("torch", "?")
-                                      for v in made["library_versions"].dropna()})),
+            "torch": " ".join(torch_versions(made["library_versions"])),
             "hardware": "; ".join(sorted(set(made["hardware"].dropna().astype(str))))})
     out = []
     for metric in metrics.METRICS:

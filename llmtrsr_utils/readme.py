@@ -42,14 +42,13 @@ does the table layout.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from llmtrsr_utils import decision, systems
+from llmtrsr_utils import decision, results, systems
 
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)",
                    re.DOTALL)
@@ -134,8 +133,8 @@ def provenance(frame: pd.DataFrame, *args: str) -> str:
     seeded = "seed" in rows.columns and rows.groupby("system")["seed"].nunique().gt(1).any()
     lines = []
     for commit, group in rows.groupby(rows["git_commit"].fillna("unknown"), sort=False):
-        torch = sorted({json.loads(v).get("torch", "?") for v in group["library_versions"]
-                        if isinstance(v, str)}) if "library_versions" in group else []
+        torch = results.torch_versions(group["library_versions"]) \
+            if "library_versions" in group else []
         hardware = sorted({h for h in group.get("hardware", pd.Series(dtype=str)).dropna()})
         clean = "with uncommitted changes" if str(commit).endswith("+dirty") else "clean tree"
         if seeded:

@@ -16,7 +16,8 @@ Nothing here imports torch or a model: figures and reports are drawn from saved 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,13 @@ def test_per_user(cfg: Config, rows: pd.DataFrame) -> pd.DataFrame:
     """Per-user test metrics of a system's selected test row (the scores it was made from)."""
     test = rows[(rows["split"] == "test") & rows["selected"]].iloc[-1]
     return read_scores(cfg, test).per_user()
+
+
+def torch_versions(library_versions: Iterable[object]) -> list[str]:
+    """The torch versions recorded in results rows' ``library_versions`` (JSON strings; other
+    values, such as a missing one, are skipped), sorted and without repeats."""
+    return sorted({json.loads(v).get("torch", "?") for v in library_versions
+                   if isinstance(v, str)})
 
 
 def seed_tables(results: pd.DataFrame, folder: Path, system: str) -> list[pd.DataFrame]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -319,10 +320,16 @@ def plot_anchored(rows: pd.DataFrame, axis: str, title: str, out_dir: Path, stem
             ax.set(title=f"item_num {item_num}: {_family(family)}@k",
                    xlabel=axis.split(".")[0] + " model (ends: controls)",
                    ylabel=_family(family))
-            ax.tick_params(axis="x", rotation=15)
-            ax.legend(title="k", fontsize="small")
+            # The controls' labels are long: wrapped on two lines, not rotated into the
+            # neighbour's.
+            ax.set_xticks(ax.get_xticks(), [textwrap.fill(t.get_text(), 18)
+                                            for t in ax.get_xticklabels()])
+    # One legend for the figure, beside the title: inside a panel it sat on a line.
+    handles, labels = axes[0][0].get_legend_handles_labels()
     fig.suptitle(f"{title}, test users, 95% CI", y=1.01)
     fig.tight_layout()
+    fig.legend(handles, labels, title="k", ncol=len(labels), loc="lower center",
+               bbox_to_anchor=(0.5, -0.09), fontsize="small")
     return save_figure(fig, out_dir, stem)
 
 

@@ -49,7 +49,10 @@ def test_the_decision_table_judges_each_claim_from_pooled_seeds(tmp_path, moviel
     table = decision.decide(cfg)
     assert (results.results_dir(cfg) / decision.TABLE).is_file()
     rows = {(r.question, r.system, r.versus): r for r in table.itertuples()}
-    gate = rows[("gate", "oracle-older", "null-summary")]
+    # smoke's item_num is 3: beside recent titles oracle-older vs NULL is no gate.
+    assert cfg.recommender.item_num == 3
+    gate = rows[("control", "oracle-older", "null-summary")]
+    assert "beside 3 recent titles" in gate.claim
     assert gate.verdict == "yes" and gate.diff > 0.5 and gate.p_value < 0.05
     assert (gate.seeds, gate.versus_seeds) == (3, 3)
     shuffled = rows[("gate", "oracle-older", "itself, shuffled")]
@@ -64,7 +67,13 @@ def test_the_decision_table_judges_each_claim_from_pooled_seeds(tmp_path, moviel
     assert decision.verdict("shuffle", 0.1, -0.1, 0.5) == "no"
     assert decision.verdict("within", -0.05, -0.12, 0.3) == "no"
     text = decision.markdown(table)
-    assert "| gate | the older titles" in text and "not measured" not in text
+    assert "| control | the older titles" in text and "not measured" not in text
+    first = decision.claims(0)[0]
+    assert (first.question, first.claim, first.system, first.versus) == (
+        "gate", "the older titles in the summary slot beat NULL there", "oracle-older",
+        "null-summary")
+    assert [c.question for c in decision.claims(0)].count("gate") == \
+        [c.question for c in decision.claims(3)].count("gate") + 1
 
 
 def test_every_report_is_written_atomically(tmp_path, movielens_dir, monkeypatch):

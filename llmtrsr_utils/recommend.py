@@ -495,6 +495,35 @@ def tree_rows(users: list[UserPrompts], tokenizer, answers: list[str], loss_on: 
     return rows
 
 
+def epoch_log_callback(system: str):
+    """A trainer callback for runs without progress bars: one log line per epoch (its mean
+    training loss and seconds) in place of transformers' PrinterCallback, which prints every
+    step's log dict (``logging_steps=1``: 144 lines for one laptop training). Every step's
+    loss is still kept in the trainer's ``log_history`` (training.json)."""
+    from transformers import TrainerCallback
+
+    class EpochLog(TrainerCallback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+            self.began = time.perf_counter()
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.losses, self.began = [], time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.losses.append(float(logs["loss"]))
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if state.is_local_process_zero:
+                mean = sum(self.losses) / len(self.losses) if self.losses else float("nan")
+                log.info("%s: epoch %.0f of %d, step %d, mean training loss %.4f, %.0f s",
+                         system, state.epoch or 0, args.num_train_epochs, state.global_step,
+                         mean, time.perf_counter() - self.began)
+
+    return EpochLog()
+
+
 def build_trainer(run: SystemRun, out_dir: Path, *, progress: bool = True, **overrides: Any):
     """trl's SFTTrainer with a LoRA adapter for one system, on its training users.
 
@@ -543,6 +572,11 @@ def build_trainer(run: SystemRun, out_dir: Path, *, progress: bool = True, **ove
             trainer = SFTTrainer(model=model, args=SFTConfig(**settings),
                                  train_dataset=Dataset.from_list(examples),
                                  processing_class=tokenizer, peft_config=lora)
+    if not progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(epoch_log_callback(run.name))
     per_row = examples_per_row(cfg)
     batch = {"per_device_batch_size": rec.batch_size, "examples_per_row": per_row,
              "packing": rec.packing,

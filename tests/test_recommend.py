@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -230,9 +231,17 @@ def train_system(cfg, system: str, **kwargs):
     return recommend.train_system(resolve(cfg, system), **kwargs)
 
 
-def test_training_saves_each_epoch_and_resumes(tmp_path, movielens_dir):
+def test_training_saves_each_epoch_and_resumes(tmp_path, movielens_dir, capsys, caplog):
     one_epoch = smoke_config(tmp_path, movielens_dir, *TRAIN, "recommender.epochs=1")
-    first = train_system(one_epoch, "tallrec", progress=False)
+    with caplog.at_level(logging.INFO, logger="llmtrsr"):
+        first = train_system(one_epoch, "tallrec", progress=False)
+    # Without progress bars: no log dict per step on stdout, one log line per epoch instead;
+    # every step's loss still in the record.
+    assert "'loss'" not in capsys.readouterr().out
+    epoch_lines = [r.getMessage() for r in caplog.records if "mean training loss" in
+                   r.getMessage()]
+    assert len(epoch_lines) == 1 and epoch_lines[0].startswith("tallrec: epoch 1 of 1, step ")
+    assert sum("loss" in h for h in first["log_history"]) == first["global_step"]
     assert first["lora_targets"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
     assert first["examples"] == 12  # 6 users x (1 positive + 1 negative)
     steps_per_epoch = first["global_step"]

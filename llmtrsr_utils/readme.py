@@ -255,7 +255,7 @@ def anchored(frame: pd.DataFrame, metric: str = "recall@5") -> str:
                     "across seeds": f"{r['seed_min']:.2f} to {r['seed_max']:.2f}"}
             for anchor in anchors:
                 test = rows[(rows["point"] == r["point"]) & (rows["versus"] == anchor)]
-                name = systems.label(anchor)
+                name = systems.label(anchor).removeprefix("Control: ")  # shorter headers
                 line[f"minus {name} [95% CI]"] = "" if test.empty else _signed(
                     test["diff"].iloc[0], test["diff_ci_low"].iloc[0],
                     test["diff_ci_high"].iloc[0])

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -231,17 +232,47 @@ def mixed_precision(rec: RecommenderConfig, device: torch.device | str):
                           enabled=rec.mixed_precision == "bf16")
 
 
+@contextmanager
+def bf16_linear_weights(model, enabled: bool = True) -> Iterator[int]:
+    """The decoder's float32 linear weights held in bfloat16 for the duration of the block;
+    the original tensors are put back on exit. Yields how many were cast.
+
+    Under bf16 autocast a linear layer casts its float32 weight to bf16 on every call (autocast
+    caches a cast only for leaves that require grad, and scoring's weights are frozen): one
+    copy of the decoder's weights per forward. Autocast rounds a float32 weight to bf16 exactly
+    as ``.to(torch.bfloat16)`` does, so the products, and the scores, are bitwise the same
+    (tested); on 2 cores a laptop scoring forward is ~8% faster (4.95 to 4.56 s for 8 test users
+    of SmolLM2-135M, torch profiler: the casts were ``aten::copy_``).
+    """
+    if not enabled:
+        yield 0
+        return
+    saved = []
+    for module in decoder_of(model).modules():
+        if isinstance(module, torch.nn.Linear) and module.weight.dtype == torch.float32:
+            saved.append((module, module.weight))
+            module.weight = torch.nn.Parameter(module.weight.detach().to(torch.bfloat16),
+                                               requires_grad=False)
+    try:
+        yield len(saved)
+    finally:
+        for module, weight in saved:
+            module.weight = weight
+
+
 def score_llm(model, tokenizer, users: Sequence[Any], yes_id: int, no_id: int,
               rec: RecommenderConfig) -> UserScores:
     """p(yes) of every user's candidates with the configured scorer (``recommender.scorer``),
-    under the recommender's ``mixed_precision`` (as it was trained).
+    under the recommender's ``mixed_precision`` (as it was trained; for bf16 the linear weights
+    are cast once for the whole call, :func:`bf16_linear_weights`).
 
     Args:
         users: each with ``user_id``, ``candidates`` and ``prompts`` (recommend.UserPrompts).
     """
     began = time.perf_counter()
     ids = [[tokenizer(p)["input_ids"] for p in user.prompts] for user in users]
-    with mixed_precision(rec, model.device):
+    bf16 = rec.mixed_precision == "bf16"
+    with mixed_precision(rec, model.device), bf16_linear_weights(model, bf16):
         if rec.scorer == "tree":
             per_batch = max(1, rec.score_batch_size // max(1, len(ids[0]) if ids else 1))
             rows = score_tree(model, ids, yes_id, no_id, tokenizer.pad_token_id, per_batch)

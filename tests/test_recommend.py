@@ -529,3 +529,19 @@ def test_mixed_precision_scores_close_to_float32_with_a_float32_answer_head():
         pair = AnswerHead(model, yes_id, no_id)(torch.ones(3, model.config.hidden_size))
     np.testing.assert_array_equal(inside, full)
     assert pair.dtype == torch.float32
+    # bf16 scoring casts the linear weights once (bf16_linear_weights) instead of autocast
+    # casting them on every call: bitwise the same scores, the float32 weights put back.
+    from llmtrsr_utils.scoring import bf16_linear_weights, mixed_precision, score_tree
+
+    weights = {n: p for n, p in model.named_parameters()}
+    ids = [[tokenizer(p)["input_ids"] for p in prompts]]
+    with mixed_precision(RecommenderConfig(mixed_precision="bf16"), "cpu"):
+        per_call = score_tree(model, ids, yes_id, no_id, tokenizer.pad_token_id)[0]
+        with bf16_linear_weights(model) as cast:
+            assert cast == 7 * model.config.num_hidden_layers
+            assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+            once = score_tree(model, ids, yes_id, no_id, tokenizer.pad_token_id)[0]
+    np.testing.assert_array_equal(once, per_call)
+    np.testing.assert_array_equal(half[0], per_call)  # score_llm casts once: the same
+    assert all(p is weights[n] and p.dtype == torch.float32
+               for n, p in model.named_parameters())

@@ -324,7 +324,7 @@ def plot_anchored(rows: pd.DataFrame, axis: str, title: str, out_dir: Path, stem
             # neighbour's.
             ax.set_xticks(ax.get_xticks(), [textwrap.fill(t.get_text(), 18)
                                             for t in ax.get_xticklabels()])
-    # One legend for the figure, beside the title: inside a panel it sat on a line.
+    # One legend for the figure, below the panels: inside a panel it sat on a line.
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.suptitle(f"{title}, test users, 95% CI", y=1.01)
     fig.tight_layout()
